@@ -1,0 +1,71 @@
+# metakern: `make test` and `make bench` do all set-up on a fresh machine.
+#   make test                 build (C++ and, where nvcc is found, CUDA), then run the test suite
+#   make bench                build, then `metakern bench` (table, JSON and PNG under bench-out/)
+#   make bench-quick          the same with --quick (under a minute on 2 cores)
+#   make asv                  run the asv suite against the installed build (bench/asv.conf.json)
+#   make lint                 ruff
+# Knobs (make VAR=value): PYTHON, VENV, TORCH_VERSION / TORCH_SPEC, METAKERN_CUDA (AUTO|ON|OFF),
+# METAKERN_CUDA_ARCHS, PYTEST_ARGS, BENCH_ARGS, BUILD_JOBS.
+
+PYTHON        ?= python3
+VENV          ?= .venv
+TORCH_VERSION ?= 2.13.0
+TORCH_SPEC    ?= torch==$(TORCH_VERSION)
+METAKERN_CUDA ?= AUTO
+METAKERN_CUDA_ARCHS ?= 80;90
+BUILD_JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST_ARGS   ?=
+BENCH_ARGS    ?=
+
+PY  := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP_DEPS := $(VENV)/.deps-$(TORCH_VERSION)
+STAMP_BUILD := $(VENV)/.metakern-built
+SOURCES := $(shell find cpp bindings -type f) CMakeLists.txt pyproject.toml
+
+# nvcc is often installed outside PATH (/usr/local/cuda/bin); CMake finds it through CUDACXX.
+CUDACXX ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+export CUDACXX METAKERN_CUDA METAKERN_CUDA_ARCHS
+export CMAKE_BUILD_PARALLEL_LEVEL := $(BUILD_JOBS)
+
+.PHONY: test bench bench-quick asv lint install clean info
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch is pinned and installed first: an unpinned torch would pull multi-gigabyte CUDA wheels onto
+# CPU-only machines. Later installs see the requirement satisfied and leave it alone.
+$(STAMP_DEPS): | $(PY)
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja
+	touch $@
+
+$(STAMP_BUILD): $(STAMP_DEPS) $(SOURCES)
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+install: $(STAMP_BUILD)
+
+info: install
+	$(VENV)/bin/metakern info
+
+test: install
+	$(VENV)/bin/metakern info
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(VENV)/bin/metakern bench --json bench-out/bench.json --plot bench-out/bench.png $(BENCH_ARGS)
+
+bench-quick: install
+	$(VENV)/bin/metakern bench --quick --json bench-out/bench-quick.json --plot bench-out/bench-quick.png $(BENCH_ARGS)
+
+asv: install
+	cd bench && ../$(VENV)/bin/asv machine --yes && \
+	  ../$(VENV)/bin/asv run --python=same --set-commit-hash $$(git rev-parse HEAD) $(ASV_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check engine kernels tests bench
+
+clean:
+	rm -rf build bench-out profile-out bench/.asv $(STAMP_BUILD)

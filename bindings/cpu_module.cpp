@@ -1,0 +1,46 @@
+// metakern._C: CPU kernels. Arguments are data pointers (ints from tensor.data_ptr()), sizes and
+// dtype codes; the GIL is released while a kernel runs.
+#include <omp.h>
+#include <pybind11/pybind11.h>
+
+#include "common.h"
+#include "scan/linear_scan.h"
+
+namespace py = pybind11;
+using namespace metakern;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "metakern CPU kernels (C++17, OpenMP)";
+  m.attr("__version__") = METAKERN_VERSION;
+
+  m.def(
+      "linear_scan",
+      [](int dtype, std::uintptr_t x, std::uintptr_t a, std::uintptr_t carry, std::uintptr_t y,
+         int64_t B, int64_t T, bool reverse, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(B, T);
+        check_ptr(x, "x");
+        check_ptr(a, "a");
+        check_ptr(carry, "carry");
+        check_ptr(y, "y");
+        py::gil_scoped_release release;
+        linear_scan_cpu(dt, as_ptr<const void>(x), as_ptr<const void>(a),
+                        as_ptr<const void>(carry), as_ptr<void>(y), B, T, reverse, num_threads);
+      },
+      py::arg("dtype"), py::arg("x"), py::arg("a"), py::arg("carry"), py::arg("y"), py::arg("B"),
+      py::arg("T"), py::arg("reverse"), py::arg("num_threads") = 0,
+      "y[b,t] = a[b,t]*y[b,t-/+1] + x[b,t] over contiguous [B, T] buffers (see cpp/scan/linear_scan.h)");
+
+  m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
+  m.def("omp_max_threads", []() { return omp_get_max_threads(); });
+  m.def("openmp_version", []() { return static_cast<int>(_OPENMP); });
+  m.def("compiler", []() {
+#if defined(__clang__)
+    return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    return std::string("gcc ") + __VERSION__;
+#else
+    return std::string("unknown");
+#endif
+  });
+}

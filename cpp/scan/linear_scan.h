@@ -1,0 +1,28 @@
+// Linear recurrence scan over the time axis of row-major [B, T] arrays.
+//
+//   forward:  y[b, t] = a[b, t] * y[b, t-1] + x[b, t],   y[b, -1] = carry[b]
+//   reverse:  y[b, t] = a[b, t] * y[b, t+1] + x[b, t],   y[b,  T] = carry[b]
+//
+// The carry is held in the accumulator type (float for 16-bit storage, else the storage type).
+// Memory traffic: reads x, a (2*B*T elements) and carry (B), writes y (B*T): the floor for any
+// implementation. FLOPs: 2*B*T. All pointers are contiguous; x/a/y are [B, T], carry is [B].
+#pragma once
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace metakern {
+
+// CPU (OpenMP over rows, SIMD along time). num_threads <= 0 means "OpenMP's default".
+// Instruction set the CPU kernel dispatched to on this machine ("avx512", "avx2" or "sse2").
+const char* linear_scan_cpu_isa();
+
+void linear_scan_cpu(DType dtype, const void* x, const void* a, const void* carry, void* y,
+                     int64_t B, int64_t T, bool reverse, int num_threads);
+
+// CUDA: launched on `stream` (a cudaStream_t passed as an integer) of the current device.
+// Returns an empty string on success, else the CUDA error text.
+const char* linear_scan_cuda(DType dtype, const void* x, const void* a, const void* carry,
+                             void* y, int64_t B, int64_t T, bool reverse, void* stream);
+
+}  // namespace metakern
