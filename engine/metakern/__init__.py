@@ -1,1 +1,18 @@
+"""metakern: compiled C++/CUDA/Triton kernels for meta-reinforcement learning, as PyTorch ops."""
+
+from ._backend import current_backend, use_backend
+from .ops import linear_scan
+from .returns import discounted_returns, gae, lambda_returns, vtrace
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "current_backend",
+    "discounted_returns",
+    "gae",
+    "lambda_returns",
+    "linear_scan",
+    "use_backend",
+    "vtrace",
+]

@@ -1,0 +1,1 @@
+"""Benchmark harness behind ``metakern bench`` (being written)."""

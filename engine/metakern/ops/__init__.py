@@ -1,0 +1,6 @@
+"""metakern ops: each registered with torch.library as ``torch.ops.metakern.<name>``."""
+
+from .scan import linear_scan
+from .scan_reference import linear_scan_reference
+
+__all__ = ["linear_scan", "linear_scan_reference"]

@@ -1,0 +1,232 @@
+"""Returns and advantages for RL, each one reverse linear scan (``metakern.linear_scan``).
+
+Conventions, for ``[B, T]`` tensors of B sequences of T steps:
+
+* ``rewards[:, t]`` is the reward received after the action at step t.
+* ``dones[:, t]`` (terminated) marks that the episode reached a terminal state after step t:
+  nothing after it is bootstrapped.
+* ``truncations[:, t]`` marks that the episode was cut after step t (a time limit) although the
+  state was not terminal. Step t + 1 then belongs to a new episode, so the return does not flow
+  across the cut; instead, if ``final_values[:, t]`` (the value of the final observation the cut
+  episode reached) is given, it is bootstrapped from; without it the cut acts like a termination.
+* ``bootstrap[:, ]`` (``[B]``) is the value of the state after the last step, used unless step
+  T - 1 ended the episode.
+* masks may be bool, integer or float tensors; values, rewards, bootstrap and final_values share
+  one floating dtype and device.
+
+Every function is differentiable (and twice differentiable) in its floating inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from . import _validate
+from .ops.scan import linear_scan
+
+
+class GAE(NamedTuple):
+    advantages: torch.Tensor
+    returns: torch.Tensor  # advantages + values: the value-function regression target
+
+
+class VTrace(NamedTuple):
+    vs: torch.Tensor  # v-trace value targets
+    pg_advantages: torch.Tensor  # rho_t * (r_t + gamma * vs_{t+1} - V(x_t))
+    clipped_rhos: torch.Tensor  # min(rho_bar, pi/mu) per step
+
+
+def _floating(name: str, t: object, like: torch.Tensor | None, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    t = _validate.tensor(name, t, ndim=len(shape), layout=what)
+    if like is not None:
+        _validate.same_device(name, t, "rewards", like)
+        _validate.same_dtype(name, t, "rewards", like)
+    _validate.shape(name, t, shape, what)
+    return t
+
+
+def _mask(name: str, m: object, rewards: torch.Tensor) -> torch.Tensor | None:
+    if m is None:
+        return None
+    m = _validate.tensor(name, m, ndim=2, layout="[B, T]", dtypes=None, contiguous=False)
+    if m.is_complex():
+        raise TypeError(f"{name}: expected a bool, integer or real tensor, got {m.dtype}")
+    _validate.same_device(name, m, "rewards", rewards)
+    _validate.shape(name, m, tuple(rewards.shape), "[B, T] of rewards")
+    return m.to(rewards.dtype)
+
+
+class _Episodes(NamedTuple):
+    cont: torch.Tensor | None  # 1 where the return flows from t+1 into t, else 0 (None: always 1)
+    cut_value: torch.Tensor | None  # truncations * final_values (None: nothing to add)
+
+
+def _episodes(rewards, dones, truncations, final_values) -> _Episodes:
+    d = _mask("dones", dones, rewards)
+    tr = _mask("truncations", truncations, rewards)
+    if final_values is not None:
+        if tr is None:
+            raise ValueError("final_values: given without truncations; it is only used at truncated steps")
+        final_values = _floating("final_values", final_values, rewards, tuple(rewards.shape), "[B, T]")
+    cont = None
+    if d is not None:
+        cont = 1 - d
+    if tr is not None:
+        cont = (1 - tr) if cont is None else cont * (1 - tr)
+    cut = tr * final_values if final_values is not None else None
+    return _Episodes(cont, cut)
+
+
+def _next_values(values: torch.Tensor, bootstrap: torch.Tensor | None) -> torch.Tensor:
+    last = bootstrap[:, None] if bootstrap is not None else values.new_zeros(values.shape[0], 1)
+    return torch.cat([values[:, 1:], last], dim=1)
+
+
+def _bootstrap(bootstrap, rewards) -> torch.Tensor | None:
+    if bootstrap is None:
+        return None
+    return _floating("bootstrap", bootstrap, rewards, (rewards.shape[0],), "[B]")
+
+
+def _mul(m: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+    return t if m is None else m * t
+
+
+def _add(t: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    return t if extra is None else t + extra
+
+
+def discounted_returns(
+    rewards: torch.Tensor,
+    gamma: float,
+    *,
+    dones: torch.Tensor | None = None,
+    truncations: torch.Tensor | None = None,
+    bootstrap: torch.Tensor | None = None,
+    final_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Discounted returns G_t = r_t + gamma * (1 - done_t) * G_{t+1}, G_T = bootstrap.
+
+    At a truncated step, G_t = r_t + gamma * final_values[:, t] (or r_t without final_values).
+    """
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
+    gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
+    ep = _episodes(rewards, dones, truncations, final_values)
+    bootstrap = _bootstrap(bootstrap, rewards)
+    x = _add(rewards, None if ep.cut_value is None else gamma * ep.cut_value)
+    a = gamma if ep.cont is None else gamma * ep.cont
+    return linear_scan(x, a, bootstrap, reverse=True)
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    gamma: float,
+    lam: float,
+    *,
+    dones: torch.Tensor | None = None,
+    truncations: torch.Tensor | None = None,
+    bootstrap: torch.Tensor | None = None,
+    final_values: torch.Tensor | None = None,
+) -> GAE:
+    """Generalised advantage estimation (Schulman et al. 2016).
+
+    delta_t = r_t + gamma * V_next_t - V(s_t), A_t = delta_t + gamma * lam * (1 - end_t) * A_{t+1},
+    where V_next_t is values[:, t+1] (bootstrap at t = T-1), 0 after a termination and
+    final_values[:, t] after a truncation. Returns (advantages, returns = advantages + values).
+    """
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
+    values = _floating("values", values, rewards, tuple(rewards.shape), "[B, T] of rewards")
+    gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
+    lam = _validate.real("lam", lam, low=0.0, high=1.0)
+    ep = _episodes(rewards, dones, truncations, final_values)
+    next_v = _add(_mul(ep.cont, _next_values(values, _bootstrap(bootstrap, rewards))), ep.cut_value)
+    delta = rewards + gamma * next_v - values
+    a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
+    adv = linear_scan(delta, a, None, reverse=True)
+    return GAE(adv, adv + values)
+
+
+def lambda_returns(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    gamma: float,
+    lam: float,
+    *,
+    dones: torch.Tensor | None = None,
+    truncations: torch.Tensor | None = None,
+    bootstrap: torch.Tensor | None = None,
+    final_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TD(lambda) returns G_t = r_t + gamma * (1 - end_t) * ((1 - lam) V_{t+1} + lam G_{t+1}).
+
+    G_T = bootstrap (so G_{T-1} = r + gamma * bootstrap); at a truncated step
+    G_t = r_t + gamma * final_values[:, t]. Equal to gae(...).returns.
+    """
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
+    values = _floating("values", values, rewards, tuple(rewards.shape), "[B, T] of rewards")
+    gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
+    lam = _validate.real("lam", lam, low=0.0, high=1.0)
+    ep = _episodes(rewards, dones, truncations, final_values)
+    bootstrap = _bootstrap(bootstrap, rewards)
+    x = rewards + gamma * _add(_mul(ep.cont, (1 - lam) * _next_values(values, bootstrap)), ep.cut_value)
+    a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
+    return linear_scan(x, a, bootstrap, reverse=True)
+
+
+def vtrace(
+    behaviour_log_probs: torch.Tensor,
+    target_log_probs: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    gamma: float,
+    *,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+    pg_rho_bar: float | None = None,
+    lam: float = 1.0,
+    dones: torch.Tensor | None = None,
+    truncations: torch.Tensor | None = None,
+    bootstrap: torch.Tensor | None = None,
+    final_values: torch.Tensor | None = None,
+) -> VTrace:
+    """V-trace targets (Espeholt et al. 2018) from per-step log-probabilities.
+
+    log rho_t = target - behaviour; rho_t = min(rho_bar, e^{log rho_t}) and
+    c_t = lam * min(c_bar, e^{log rho_t}) are clipped in log space (exp of min(log rho, log bar)),
+    so huge ratios never overflow. vs_t - V_t = rho_t delta_t + gamma (1 - end_t) c_t
+    (vs_{t+1} - V_{t+1}), delta_t = r_t + gamma V_next_t - V_t. pg_advantages use
+    ``pg_rho_bar`` (default ``rho_bar``). Outputs are differentiable; detach them for the usual
+    IMPALA stop-gradient targets.
+    """
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
+    shape = tuple(rewards.shape)
+    behaviour_log_probs = _floating("behaviour_log_probs", behaviour_log_probs, rewards, shape, "[B, T] of rewards")
+    target_log_probs = _floating("target_log_probs", target_log_probs, rewards, shape, "[B, T] of rewards")
+    values = _floating("values", values, rewards, shape, "[B, T] of rewards")
+    gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
+    lam = _validate.real("lam", lam, low=0.0, high=1.0)
+    rho_bar = _validate.real("rho_bar", rho_bar, low=0.0)
+    c_bar = _validate.real("c_bar", c_bar, low=0.0)
+    pg_rho_bar = rho_bar if pg_rho_bar is None else _validate.real("pg_rho_bar", pg_rho_bar, low=0.0)
+    ep = _episodes(rewards, dones, truncations, final_values)
+    bootstrap = _bootstrap(bootstrap, rewards)
+
+    log_rhos = target_log_probs - behaviour_log_probs
+
+    def clipped(bar: float) -> torch.Tensor:
+        return torch.exp(torch.clamp(log_rhos, max=math.log(bar) if bar > 0 else -math.inf))
+
+    rhos = clipped(rho_bar)
+    cs = lam * clipped(c_bar)
+    next_v = _add(_mul(ep.cont, _next_values(values, bootstrap)), ep.cut_value)
+    delta = rhos * (rewards + gamma * next_v - values)
+    vs_minus_v = linear_scan(delta, gamma * _mul(ep.cont, cs), None, reverse=True)
+    vs = values + vs_minus_v
+    next_vs = _add(_mul(ep.cont, _next_values(vs, bootstrap)), ep.cut_value)
+    pg_rhos = rhos if pg_rho_bar == rho_bar else clipped(pg_rho_bar)
+    pg_adv = pg_rhos * (rewards + gamma * next_vs - values)
+    return VTrace(vs, pg_adv, rhos)
