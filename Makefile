@@ -32,7 +32,6 @@ export CMAKE_BUILD_PARALLEL_LEVEL := $(BUILD_JOBS)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 
 # torch is pinned and installed first: an unpinned torch would pull multi-gigabyte CUDA wheels onto
 # CPU-only machines. Later installs see the requirement satisfied and leave it alone.

@@ -12,7 +12,9 @@ Conventions, for ``[B, T]`` tensors of B sequences of T steps:
 * ``bootstrap[:, ]`` (``[B]``) is the value of the state after the last step, used unless step
   T - 1 ended the episode.
 * masks may be bool, integer or float tensors; values, rewards, bootstrap and final_values share
-  one floating dtype and device.
+  one floating dtype and device. A step both terminated and truncated counts as terminated.
+* bf16/fp16 inputs are computed on in float32 (discounts like 0.99 are not representable in 16
+  bits); results come back in the inputs' dtype.
 
 Every function is differentiable (and twice differentiable) in its floating inputs.
 """
@@ -25,7 +27,7 @@ from typing import NamedTuple
 import torch
 
 from . import _validate
-from .ops.scan import linear_scan
+from .ops.scan import coefficient_dtype, linear_scan
 
 
 class GAE(NamedTuple):
@@ -49,6 +51,7 @@ def _floating(name: str, t: object, like: torch.Tensor | None, shape: tuple[int,
 
 
 def _mask(name: str, m: object, rewards: torch.Tensor) -> torch.Tensor | None:
+    """The mask as a contiguous tensor of the working dtype (see ``_work``)."""
     if m is None:
         return None
     m = _validate.tensor(name, m, ndim=2, layout="[B, T]", dtypes=None, contiguous=False)
@@ -56,7 +59,7 @@ def _mask(name: str, m: object, rewards: torch.Tensor) -> torch.Tensor | None:
         raise TypeError(f"{name}: expected a bool, integer or real tensor, got {m.dtype}")
     _validate.same_device(name, m, "rewards", rewards)
     _validate.shape(name, m, tuple(rewards.shape), "[B, T] of rewards")
-    return m.to(rewards.dtype)
+    return m.to(coefficient_dtype(rewards.dtype)).contiguous()
 
 
 class _Episodes(NamedTuple):
@@ -76,8 +79,16 @@ def _episodes(rewards, dones, truncations, final_values) -> _Episodes:
         cont = 1 - d
     if tr is not None:
         cont = (1 - tr) if cont is None else cont * (1 - tr)
-    cut = tr * final_values if final_values is not None else None
+    cut = None
+    if final_values is not None:  # a step both terminated and truncated counts as terminated
+        cut = (tr if d is None else tr * (1 - d)) * _work(final_values)
     return _Episodes(cont, cut)
+
+
+def _work(t: torch.Tensor) -> torch.Tensor:
+    """Inputs are computed on in float32 when they are bf16/fp16, so that discounts such as 0.99 and
+    intermediate sums are not rounded to 16 bits; results are cast back to the inputs' dtype."""
+    return t.to(coefficient_dtype(t.dtype))
 
 
 def _next_values(values: torch.Tensor, bootstrap: torch.Tensor | None) -> torch.Tensor:
@@ -88,7 +99,7 @@ def _next_values(values: torch.Tensor, bootstrap: torch.Tensor | None) -> torch.
 def _bootstrap(bootstrap, rewards) -> torch.Tensor | None:
     if bootstrap is None:
         return None
-    return _floating("bootstrap", bootstrap, rewards, (rewards.shape[0],), "[B]")
+    return _work(_floating("bootstrap", bootstrap, rewards, (rewards.shape[0],), "[B]"))
 
 
 def _mul(m: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
@@ -116,9 +127,9 @@ def discounted_returns(
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     ep = _episodes(rewards, dones, truncations, final_values)
     bootstrap = _bootstrap(bootstrap, rewards)
-    x = _add(rewards, None if ep.cut_value is None else gamma * ep.cut_value)
+    x = _add(_work(rewards), None if ep.cut_value is None else gamma * ep.cut_value)
     a = gamma if ep.cont is None else gamma * ep.cont
-    return linear_scan(x, a, bootstrap, reverse=True)
+    return linear_scan(x, a, bootstrap, reverse=True).to(rewards.dtype)
 
 
 def gae(
@@ -143,11 +154,12 @@ def gae(
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     ep = _episodes(rewards, dones, truncations, final_values)
-    next_v = _add(_mul(ep.cont, _next_values(values, _bootstrap(bootstrap, rewards))), ep.cut_value)
-    delta = rewards + gamma * next_v - values
+    v = _work(values)
+    next_v = _add(_mul(ep.cont, _next_values(v, _bootstrap(bootstrap, rewards))), ep.cut_value)
+    delta = _work(rewards) + gamma * next_v - v
     a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
     adv = linear_scan(delta, a, None, reverse=True)
-    return GAE(adv, adv + values)
+    return GAE(adv.to(rewards.dtype), (adv + v).to(rewards.dtype))
 
 
 def lambda_returns(
@@ -172,9 +184,10 @@ def lambda_returns(
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     ep = _episodes(rewards, dones, truncations, final_values)
     bootstrap = _bootstrap(bootstrap, rewards)
-    x = rewards + gamma * _add(_mul(ep.cont, (1 - lam) * _next_values(values, bootstrap)), ep.cut_value)
+    next_v = _next_values(_work(values), bootstrap)
+    x = _work(rewards) + gamma * _add(_mul(ep.cont, (1 - lam) * next_v), ep.cut_value)
     a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
-    return linear_scan(x, a, bootstrap, reverse=True)
+    return linear_scan(x, a, bootstrap, reverse=True).to(rewards.dtype)
 
 
 def vtrace(
@@ -215,18 +228,19 @@ def vtrace(
     ep = _episodes(rewards, dones, truncations, final_values)
     bootstrap = _bootstrap(bootstrap, rewards)
 
-    log_rhos = target_log_probs - behaviour_log_probs
+    log_rhos = _work(target_log_probs) - _work(behaviour_log_probs)
+    r, v = _work(rewards), _work(values)
 
     def clipped(bar: float) -> torch.Tensor:
         return torch.exp(torch.clamp(log_rhos, max=math.log(bar) if bar > 0 else -math.inf))
 
     rhos = clipped(rho_bar)
     cs = lam * clipped(c_bar)
-    next_v = _add(_mul(ep.cont, _next_values(values, bootstrap)), ep.cut_value)
-    delta = rhos * (rewards + gamma * next_v - values)
-    vs_minus_v = linear_scan(delta, gamma * _mul(ep.cont, cs), None, reverse=True)
-    vs = values + vs_minus_v
+    next_v = _add(_mul(ep.cont, _next_values(v, bootstrap)), ep.cut_value)
+    delta = rhos * (r + gamma * next_v - v)
+    vs = v + linear_scan(delta, gamma * _mul(ep.cont, cs), None, reverse=True)
     next_vs = _add(_mul(ep.cont, _next_values(vs, bootstrap)), ep.cut_value)
     pg_rhos = rhos if pg_rho_bar == rho_bar else clipped(pg_rho_bar)
-    pg_adv = pg_rhos * (rewards + gamma * next_vs - values)
-    return VTrace(vs, pg_adv, rhos)
+    pg_adv = pg_rhos * (r + gamma * next_vs - v)
+    dtype = rewards.dtype
+    return VTrace(vs.to(dtype), pg_adv.to(dtype), rhos.to(dtype))

@@ -24,15 +24,48 @@ _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.flo
 
 def check_scan_args(x: torch.Tensor, a: torch.Tensor, carry: torch.Tensor) -> None:
     """Validate linear_scan's tensors: [B, T] x and a, [B] carry, one dtype, one device."""
+    if (
+        isinstance(x, torch.Tensor)
+        and isinstance(a, torch.Tensor)
+        and isinstance(carry, torch.Tensor)
+        and x.dtype in _DTYPE_CODES
+        and x.dim() == 2
+        and x.numel() > 0
+        and a.shape == x.shape
+        and carry.dim() == 1
+        and carry.shape[0] == x.shape[0]
+        and a.dtype == x.dtype == carry.dtype
+        and a.device == x.device == carry.device
+        and x.is_contiguous()
+        and a.is_contiguous()
+        and carry.is_contiguous()
+    ):
+        return  # the common case in one pass; otherwise find and name what is wrong
     _validate.tensor("x", x, ndim=2, layout="[B, T]")
     _validate.tensor("a", a, ndim=2, layout="[B, T]")
     _validate.tensor("carry", carry, ndim=1, layout="[B]")
     _validate.same_device("a", a, "x", x)
     _validate.same_device("carry", carry, "x", x)
-    _validate.same_dtype("a", a, "x", x)
-    _validate.same_dtype("carry", carry, "x", x)
+    _check_coefficient_dtype("a", a, x)
+    _check_coefficient_dtype("carry", carry, x)
     _validate.shape("a", a, tuple(x.shape), "[B, T] of x")
     _validate.shape("carry", carry, (x.shape[0],), "[B] of x")
+
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def coefficient_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype in which ``a`` and ``carry`` are best given for inputs of ``dtype``: 16-bit inputs take
+    float32 coefficients, so that a discount such as 0.99 is not rounded to 16 bits (0.988 in bf16)."""
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _check_coefficient_dtype(name: str, t: torch.Tensor, x: torch.Tensor) -> None:
+    if t.dtype == x.dtype or (x.dtype in _HALF and t.dtype == torch.float32):
+        return
+    allowed = f"{x.dtype} or torch.float32" if x.dtype in _HALF else f"{x.dtype}"
+    raise TypeError(f"{name}: expected dtype {allowed} (x is {x.dtype}), got {t.dtype}")
 
 
 def _scan_cpp(x, a, carry, reverse):
@@ -83,8 +116,11 @@ _IMPLS = {
 
 
 def _run(x: torch.Tensor, a: torch.Tensor, carry: torch.Tensor, reverse: bool) -> torch.Tensor:
-    backend = _backend.select("linear_scan", x.device.type)
-    return _IMPLS[backend](x, a, carry, reverse)
+    impl = _IMPLS[_backend.select("linear_scan", x.device.type)]
+    if a.dtype != x.dtype or carry.dtype != x.dtype:
+        # 16-bit x with float32 coefficients: scan in float32, round once at the end.
+        return impl(x.float(), a.float(), carry.float(), reverse).to(x.dtype)
+    return impl(x, a, carry, reverse)
 
 
 @torch.library.custom_op("metakern::linear_scan", mutates_args=())
@@ -97,6 +133,7 @@ def _linear_scan_op(x: torch.Tensor, a: torch.Tensor, carry: torch.Tensor, rever
 
 @_linear_scan_op.register_fake
 def _(x, a, carry, reverse):
+    check_scan_args(x, a, carry)  # also the Meta kernel: a CPU x with a meta `a` lands here, not in _linear_scan_op
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -124,9 +161,9 @@ def _backward(ctx, gy):
             y_other = torch.cat([carry[:, None], y[:, :-1]], dim=1)  # y_{t-1}
         else:
             y_other = torch.cat([y[:, 1:], carry[:, None]], dim=1)  # y_{t+1}
-        da = g * y_other
+        da = (g * y_other).to(a.dtype)
     if need_c:
-        dc = a[:, 0] * g[:, 0] if not ctx.reverse else a[:, -1] * g[:, -1]
+        dc = (a[:, 0] * g[:, 0] if not ctx.reverse else a[:, -1] * g[:, -1]).to(carry.dtype)
     return (g if need_x else None), da, dc, None
 
 
@@ -151,8 +188,9 @@ def linear_scan(
 
     Args:
         x: ``[B, T]`` float32/float64/bfloat16/float16, contiguous.
-        a: ``[B, T]`` coefficients of x's dtype and device, or a Python number for all steps.
-        carry: ``[B]`` initial value (zeros if None).
+        a: ``[B, T]`` coefficients on x's device, of x's dtype (or float32 when x is bf16/fp16,
+            the recommended form: 16-bit discounts lose precision), or a Python number.
+        carry: ``[B]`` initial value, dtype as for ``a`` (zeros if None).
         reverse: scan from the last step to the first.
 
     Returns ``[B, T]`` of x's dtype. 16-bit inputs accumulate in float32. Differentiable in x, a
@@ -162,9 +200,9 @@ def linear_scan(
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
     if not isinstance(a, torch.Tensor):
-        a = torch.full_like(x, _validate.real("a", a))
+        a = torch.full_like(x, _validate.real("a", a), dtype=coefficient_dtype(x.dtype))
     if carry is None:
-        carry = x.new_zeros(x.shape[0])
+        carry = x.new_zeros(x.shape[0], dtype=a.dtype if isinstance(a, torch.Tensor) else x.dtype)
     check_scan_args(x, a, carry)
     if (
         not torch.compiler.is_compiling()

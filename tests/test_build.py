@@ -1,0 +1,104 @@
+"""What was built: the C++ module, the CUDA module where CI requires it, `metakern info`, and the
+raw bindings' own argument checks."""
+
+import importlib
+import os
+
+import metakern
+import pytest
+import torch
+from metakern import _backend, cli, info
+
+REQUIRE_CUDA_BUILD = os.environ.get("METAKERN_REQUIRE_CUDA_BUILD", "0") == "1"
+
+
+def test_cpp_module_imports():
+    cpp = importlib.import_module("metakern._C")
+    assert cpp.__version__ == metakern.__version__
+    assert cpp.simd_isa() in ("avx512", "avx2", "sse2")
+    assert cpp.omp_max_threads() >= 1
+    assert _backend.cpp_module() is cpp
+    assert _backend.load_error("metakern._C") is None
+    with metakern.use_backend("auto"):
+        facts = info.collect()
+    assert facts["cpp_module"].startswith("built ("), facts["cpp_module"]
+    assert facts["backend[cpu]"] == "cpp"
+
+
+@pytest.mark.skipif(not REQUIRE_CUDA_BUILD, reason="METAKERN_REQUIRE_CUDA_BUILD=1 not set (CI sets it)")
+def test_cuda_module_was_built():
+    """Linked with the static CUDA runtime, the module loads on machines without a GPU or driver."""
+    cuda = importlib.import_module("metakern._C_cuda")
+    assert cuda.__version__ == metakern.__version__
+    archs = cuda.archs.split(",")
+    assert "80" in archs and "90" in archs, cuda.archs
+    count = cuda.device_count()
+    assert isinstance(count, int) and count >= 0
+    if not torch.cuda.is_available():
+        assert count == 0
+    assert cuda.runtime_version() >= 11000
+    facts = info.collect()
+    assert facts["cuda_module"].startswith("built (CUDA runtime"), facts["cuda_module"]
+    assert "sm_80" in facts["cuda_module"] and "sm_90" in facts["cuda_module"]
+
+
+def test_info_cli_prints_backends(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    rows = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert rows["backend[cpu]"].strip() == _backend.active_backends()["cpu"]
+    assert rows["metakern"].strip() == metakern.__version__
+    assert "cpp_module" in rows and "triton" in rows
+
+
+def _raw_args(dtype_code=0, B=2, T=3):
+    x = torch.randn(B, T)
+    a = torch.rand(B, T)
+    c = torch.zeros(B)
+    y = torch.empty(B, T)
+    return [dtype_code, x.data_ptr(), a.data_ptr(), c.data_ptr(), y.data_ptr(), B, T, False], (x, a, c, y)
+
+
+def _raw_modules():
+    mods = [pytest.param("metakern._C", id="cpp")]
+    if REQUIRE_CUDA_BUILD or _backend.cuda_module() is not None:
+        mods.append(pytest.param("metakern._C_cuda", id="cuda"))
+    return mods
+
+
+def _call_raw(module_name, args):
+    mod = importlib.import_module(module_name)
+    extra = [1] if module_name.endswith("_C") else [0, 0]  # num_threads | device, stream
+    return mod.linear_scan(*args, *extra)
+
+
+@pytest.mark.parametrize("module_name", _raw_modules())
+@pytest.mark.parametrize(
+    ("index", "value", "pattern"),
+    [
+        (0, 4, "unknown dtype code 4"),
+        (0, -1, "unknown dtype code -1"),
+        (5, 0, "sizes must be positive"),
+        (6, 0, "sizes must be positive"),
+        (5, -3, "sizes must be positive"),
+        (1, 0, "null pointer for x"),
+        (2, 0, "null pointer for a"),
+        (3, 0, "null pointer for carry"),
+        (4, 0, "null pointer for y"),
+    ],
+    ids=["dtype4", "dtype-1", "B0", "T0", "B-3", "null-x", "null-a", "null-carry", "null-y"],
+)
+def test_raw_binding_rejects_bad_arguments(module_name, index, value, pattern):
+    """The checks run before any kernel (or any CUDA call), so they work without a GPU."""
+    args, keep = _raw_args()
+    args[index] = value
+    with pytest.raises(ValueError, match=pattern):
+        _call_raw(module_name, args)
+    del keep
+
+
+def test_raw_cpp_binding_computes_the_scan():
+    args, (x, a, c, y) = _raw_args(B=3, T=9)
+    _call_raw("metakern._C", args)
+    expected = metakern.ops.linear_scan_reference(x, a, c)
+    torch.testing.assert_close(y, expected)
