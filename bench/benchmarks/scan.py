@@ -1,0 +1,132 @@
+"""asv benchmarks of the scan family, built from the cases in ``metakern.bench.scan``.
+
+Parameters: shape (B, T), the op or mode, the device and the implementation: a metakern backend
+(``reference``, ``cpp``, ``cuda``, ``triton``) or ``peer`` (the case's loop written as RL code
+does it today). ``setup`` raises NotImplementedError, which asv reports as skipped, where an
+implementation cannot run (no GPU, module not built, a backend for another device).
+
+``time_*`` synchronize the device after each call; ``peakmem_*`` is asv's process peak RSS;
+``track_*`` record, per implementation, the speed-up over the reference and the fraction of the
+memory floor (a device copy of the case's bytes / the op's time), both medians from one
+``metakern.bench`` quick measurement.
+"""
+
+import torch
+from metakern.bench import harness
+from metakern.bench import scan as cases
+
+# Nothing here may initialise CUDA at import time: asv forks the benchmark processes from a server
+# that imported this module (launch_method "forkserver" in asv.conf.json).
+SHAPES = [tuple(s) for s in cases.SHAPES]  # ((4096, 256), (64, 4096))
+DEVICES = ["cpu", "cuda"]
+IMPLS = ["reference", "cpp", "cuda", "triton", "peer"]
+
+
+def _case(op, shape, device):
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    want = cases.shape_str(*shape)
+    for case in cases.scan_cases(device, torch.float32, shapes=[shape], tiny=None):
+        if case.name == op and case.shape == want:
+            return case
+    raise NotImplementedError(f"no case {op} at {want}")
+
+
+def _impl(case, impl):
+    if impl == "peer":
+        found = [i for i in case.impls if i.kind == "peer"]
+    else:
+        found = [i for i in case.impls if i.name == impl]
+    if not found:
+        raise NotImplementedError(f"{case.id} has no {impl} implementation on {case.device.type}")
+    reason = harness.impl_unavailable(found[0], case.device)
+    if reason is not None:
+        raise NotImplementedError(reason)
+    return found[0]
+
+
+# asv re-runs setup before every sample; the inputs and the warmed-up callable of the current
+# parameters are kept here so that it costs nothing after the first time (the ops do not modify
+# their inputs). One entry at a time, so that memory does not grow over the parameter grid.
+_MEMO = {}
+
+
+def _memo(key, build):
+    if key not in _MEMO:
+        _MEMO.clear()
+        _MEMO[key] = build()
+    return _MEMO[key]
+
+
+class _Bench:
+    timeout = 300
+
+    def _setup(self, op, shape, device, impl):
+        def build():
+            case = _case(op, shape, device)
+            fn = harness.bound(_impl(case, impl), case.make_inputs())
+            sync = harness.synchronizer(case.device)
+            fn()  # warm-up (JIT, first-touch)
+            sync()
+            return fn, sync
+
+        self.fn, self.sync = _memo((op, shape, device, impl), build)
+
+
+class LinearScan(_Bench):
+    """metakern.linear_scan forward, and forward + backward of y.sum() w.r.t. x and a."""
+
+    params = (SHAPES, ["fwd", "fwd+bwd"], DEVICES, IMPLS)
+    param_names = ("shape", "mode", "device", "impl")
+
+    def setup(self, shape, mode, device, impl):
+        self._setup(f"linear_scan.{mode}", shape, device, impl)
+
+    def time_linear_scan(self, shape, mode, device, impl):
+        self.fn()
+        self.sync()
+
+    def peakmem_linear_scan(self, shape, mode, device, impl):
+        self.fn()
+
+
+class Returns(_Bench):
+    """discounted_returns, gae and vtrace forward, with episode ends (dones)."""
+
+    params = (SHAPES, ["discounted_returns", "gae", "vtrace"], DEVICES, IMPLS)
+    param_names = ("shape", "op", "device", "impl")
+
+    def setup(self, shape, op, device, impl):
+        self._setup(f"{op}.fwd", shape, device, impl)
+
+    def time_returns(self, shape, op, device, impl):
+        self.fn()
+        self.sync()
+
+    def peakmem_returns(self, shape, op, device, impl):
+        self.fn()
+
+
+class Ratios:
+    """Speed-up over the reference and fraction of the memory floor, measured in one process."""
+
+    params = (SHAPES, ["linear_scan.fwd", "linear_scan.fwd+bwd", "gae.fwd"], DEVICES, ["cpp", "cuda", "triton", "peer"])
+    param_names = ("shape", "case", "device", "impl")
+    timeout = 300
+    unit = "ratio"
+
+    def setup(self, shape, case, device, impl):
+        def build():
+            c = _case(case, shape, device)
+            name = _impl(c, impl).name
+            c.impls = [i for i in c.impls if i.name in (harness.BASELINE, name)]
+            runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
+            return {r["backend"]: r for r in runner.measure_case(c)}[name]
+
+        self.row = _memo(("ratios", shape, case, device, impl), build)
+
+    def track_speedup_vs_reference(self, shape, case, device, impl):
+        return self.row["speedup"]
+
+    def track_floor_fraction(self, shape, case, device, impl):
+        return self.row["floor_fraction"]
