@@ -16,7 +16,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "linear_scan",
       [](int dtype, std::uintptr_t x, std::uintptr_t a, std::uintptr_t carry, std::uintptr_t y,
-         int64_t B, int64_t T, bool reverse, int num_threads) {
+         int64_t B, int64_t T, bool reverse, bool time_major, int num_threads) {
         const DType dt = to_dtype(dtype);
         check_sizes(B, T);
         check_ptr(x, "x");
@@ -25,11 +25,12 @@ PYBIND11_MODULE(_C, m) {
         check_ptr(y, "y");
         py::gil_scoped_release release;
         linear_scan_cpu(dt, as_ptr<const void>(x), as_ptr<const void>(a),
-                        as_ptr<const void>(carry), as_ptr<void>(y), B, T, reverse, num_threads);
+                        as_ptr<const void>(carry), as_ptr<void>(y), B, T, reverse, time_major, num_threads);
       },
       py::arg("dtype"), py::arg("x"), py::arg("a"), py::arg("carry"), py::arg("y"), py::arg("B"),
-      py::arg("T"), py::arg("reverse"), py::arg("num_threads") = 0,
-      "y[b,t] = a[b,t]*y[b,t-/+1] + x[b,t] over contiguous [B, T] buffers (see cpp/scan/linear_scan.h)");
+      py::arg("T"), py::arg("reverse"), py::arg("time_major") = false, py::arg("num_threads") = 0,
+      "y[b,t] = a[b,t]*y[b,t-/+1] + x[b,t] over contiguous [B, T] (or, time_major, [T, B]) buffers "
+      "(see cpp/scan/linear_scan.h)");
 
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });

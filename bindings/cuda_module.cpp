@@ -32,7 +32,7 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "linear_scan",
       [](int dtype, std::uintptr_t x, std::uintptr_t a, std::uintptr_t carry, std::uintptr_t y,
-         int64_t B, int64_t T, bool reverse, int device, std::uintptr_t stream) {
+         int64_t B, int64_t T, bool reverse, bool time_major, int device, std::uintptr_t stream) {
         const DType dt = to_dtype(dtype);
         check_sizes(B, T);
         check_ptr(x, "x");
@@ -43,11 +43,11 @@ PYBIND11_MODULE(_C_cuda, m) {
         check_cuda(cudaSetDevice(device), "cudaSetDevice");
         check_launch(linear_scan_cuda(dt, as_ptr<const void>(x), as_ptr<const void>(a),
                                       as_ptr<const void>(carry), as_ptr<void>(y), B, T, reverse,
-                                      reinterpret_cast<void*>(stream)),
+                                      time_major, reinterpret_cast<void*>(stream)),
                      "linear_scan");
       },
       py::arg("dtype"), py::arg("x"), py::arg("a"), py::arg("carry"), py::arg("y"), py::arg("B"),
-      py::arg("T"), py::arg("reverse"), py::arg("device"), py::arg("stream"));
+      py::arg("T"), py::arg("reverse"), py::arg("time_major"), py::arg("device"), py::arg("stream"));
 
   m.def("runtime_version", []() {
     int v = 0;

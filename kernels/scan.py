@@ -1,4 +1,5 @@
-"""Triton linear scan: y_t = a_t * y_{t-1} + x_t over the rows of [B, T] tensors.
+"""Triton linear scan: y_t = a_t * y_{t-1} + x_t over the rows of [B, T] tensors (or the columns
+of time-major [T, B] tensors: the same kernel with other strides and tile shapes).
 
 Each program owns BLOCK_B rows and walks their time axis in tiles of BLOCK_T steps. Within a tile,
 ``tl.associative_scan`` composes the affine maps h -> a*h + x along time (operator
@@ -30,6 +31,8 @@ def _linear_scan_kernel(
     y_ptr,
     B,
     T,
+    stride_b,
+    stride_t,
     REVERSE: tl.constexpr,
     ACC_FP64: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -48,7 +51,7 @@ def _linear_scan_kernel(
         else:
             t = s
         mask = row_ok[:, None] & (s < T)[None, :]
-        offs = rows[:, None] * T + t[None, :]
+        offs = rows[:, None] * stride_b + t[None, :].to(tl.int64) * stride_t
         # Padding steps are identity maps (a = 1, x = 0): the last column then holds the carry.
         a = tl.load(a_ptr + offs, mask=mask, other=1.0).to(acc_ty)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
@@ -58,17 +61,25 @@ def _linear_scan_kernel(
         h = tl.sum(tl.where(last[None, :], y, 0.0), axis=1)
 
 
-def _blocks(B: int, T: int) -> tuple[int, int]:
-    block_t = min(triton.next_power_of_2(T), 1024)
-    block_b = max(1, min(triton.next_power_of_2(B), 4096 // block_t))
+def _blocks(B: int, T: int, time_major: bool) -> tuple[int, int]:
+    if time_major:  # rows are contiguous along b: wide in b, short in t
+        block_b = min(triton.next_power_of_2(B), 256)
+        block_t = max(1, min(triton.next_power_of_2(T), 4096 // block_b))
+    else:  # rows are contiguous along t
+        block_t = min(triton.next_power_of_2(T), 1024)
+        block_b = max(1, min(triton.next_power_of_2(B), 4096 // block_t))
     return block_b, block_t
 
 
-def linear_scan_triton(x: torch.Tensor, a: torch.Tensor, carry: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """Launch the Triton scan on contiguous [B, T] x/a and [B] carry (validated by the caller)."""
-    B, T = x.shape
+def linear_scan_triton(
+    x: torch.Tensor, a: torch.Tensor, carry: torch.Tensor, reverse: bool, time_major: bool = False
+) -> torch.Tensor:
+    """Launch the Triton scan on contiguous [B, T] (or time-major [T, B]) x/a and [B] carry
+    (validated by the caller)."""
+    T, B = x.shape if time_major else x.shape[::-1]
+    stride_b, stride_t = (1, B) if time_major else (T, 1)
     y = torch.empty_like(x)
-    block_b, block_t = _blocks(B, T)
+    block_b, block_t = _blocks(B, T, time_major)
     grid = (triton.cdiv(B, block_b),)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _linear_scan_kernel[grid](
@@ -78,6 +89,8 @@ def linear_scan_triton(x: torch.Tensor, a: torch.Tensor, carry: torch.Tensor, re
             y,
             B,
             T,
+            stride_b,
+            stride_t,
             REVERSE=reverse,
             ACC_FP64=x.dtype == torch.float64,
             BLOCK_B=block_b,

@@ -68,7 +68,8 @@ def _raw_modules():
 
 def _call_raw(module_name, args):
     mod = importlib.import_module(module_name)
-    extra = [1] if module_name.endswith("_C") else [0, 0]  # num_threads | device, stream
+    # time_major, then num_threads (CPU) | device, stream (CUDA)
+    extra = [False, 1] if module_name.endswith("_C") else [False, 0, 0]
     return mod.linear_scan(*args, *extra)
 
 

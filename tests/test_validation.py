@@ -269,7 +269,7 @@ def test_error_messages_say_what_was_expected():
         metakern.linear_scan(x[0], 0.5)
     with pytest.raises(ValueError, match=r"contiguous.*call \.contiguous\(\) first"):
         metakern.linear_scan(x.t(), 0.5)
-    with pytest.raises(ValueError, match=r"carry: expected shape \[B\] of x = \(3,\), got \(4,\)"):
+    with pytest.raises(ValueError, match=r"carry: expected shape \[B\] of x \[B, T\] = \(3,\), got \(4,\)"):
         metakern.linear_scan(x, 0.5, torch.zeros(4))
     with pytest.raises(TypeError, match=r"a: expected dtype torch.float32 \(x is torch.float32\), got torch.float64"):
         metakern.linear_scan(x, torch.rand(B, T, dtype=torch.float64))

@@ -13,16 +13,21 @@
 
 namespace metakern {
 
+// Time-major layout ([T, B] arrays, time_major = true): y[t, b] = a[t, b] * y[t -/+ 1, b] + x[t, b].
+// Every step is then a contiguous row of B independent recurrences: one multiply-add per element,
+// vectorised across b, which is how RL rollout buffers ([num_steps, num_envs]) are laid out.
+//
 // CPU (OpenMP over rows, SIMD along time). num_threads <= 0 means "OpenMP's default".
 // Instruction set the CPU kernel dispatched to on this machine ("avx512", "avx2" or "sse2").
 const char* linear_scan_cpu_isa();
 
 void linear_scan_cpu(DType dtype, const void* x, const void* a, const void* carry, void* y,
-                     int64_t B, int64_t T, bool reverse, int num_threads);
+                     int64_t B, int64_t T, bool reverse, bool time_major, int num_threads);
 
 // CUDA: launched on `stream` (a cudaStream_t passed as an integer) of the current device.
 // Returns an empty string on success, else the CUDA error text.
 const char* linear_scan_cuda(DType dtype, const void* x, const void* a, const void* carry,
-                             void* y, int64_t B, int64_t T, bool reverse, void* stream);
+                             void* y, int64_t B, int64_t T, bool reverse, bool time_major,
+                             void* stream);
 
 }  // namespace metakern

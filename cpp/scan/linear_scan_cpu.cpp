@@ -9,6 +9,9 @@
 //
 // ISA: AVX-512 (W = 16 floats / 8 doubles), AVX2 (8 / 4) or SSE2 (4 / 2), picked at run time.
 // 16-bit storage (bf16, fp16) takes a scalar path that widens to fp32.
+//
+// Time-major arrays ([T, B]) need no in-register scan: each step is a contiguous row of B
+// independent recurrences, so the kernel sweeps t and vectorises the multiply-add across columns.
 #include <omp.h>
 
 #include <algorithm>
@@ -82,6 +85,26 @@ inline __attribute__((always_inline)) void scan_row_vec(const S* __restrict x, c
   }
 }
 
+// Time-major: columns [b0, b1) of [T, B] arrays, whose carries h[0 .. b1-b0) are updated in place.
+// The inner loop is a plain multiply-add over contiguous columns, which the compiler vectorises.
+template <typename S>
+inline __attribute__((always_inline)) void scan_cols(const S* __restrict x, const S* __restrict a,
+                                                     S* __restrict y, S* __restrict h, int64_t B,
+                                                     int64_t T, int64_t b0, int64_t b1, bool reverse) {
+  const int64_t n = b1 - b0;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t row = (reverse ? T - 1 - s : s) * B + b0;
+    const S* __restrict xr = x + row;
+    const S* __restrict ar = a + row;
+    S* __restrict yr = y + row;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      h[j] = ar[j] * h[j] + xr[j];
+      yr[j] = h[j];
+    }
+  }
+}
+
 using RowFn32 = void (*)(const float*, const float*, float*, float, int64_t, bool);
 using RowFn64 = void (*)(const double*, const double*, double*, double, int64_t, bool);
 
@@ -98,36 +121,55 @@ METAKERN_ROW_KERNEL(row_f32_sse2, "sse2", float, 4)
 METAKERN_ROW_KERNEL(row_f64_sse2, "sse2", double, 2)
 #undef METAKERN_ROW_KERNEL
 
-struct RowKernels {
-  RowFn32 f32;
-  RowFn64 f64;
+using ColFn32 = void (*)(const float*, const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, bool);
+using ColFn64 = void (*)(const double*, const double*, double*, double*, int64_t, int64_t, int64_t, int64_t,
+                         bool);
+
+#define METAKERN_COL_KERNEL(NAME, ISA, S)                                                       \
+  __attribute__((target(ISA))) void NAME(const S* x, const S* a, S* y, S* h, int64_t B,         \
+                                         int64_t T, int64_t b0, int64_t b1, bool reverse) {     \
+    scan_cols<S>(x, a, y, h, B, T, b0, b1, reverse);                                            \
+  }
+METAKERN_COL_KERNEL(col_f32_avx512, "avx512f,fma", float)
+METAKERN_COL_KERNEL(col_f64_avx512, "avx512f,fma", double)
+METAKERN_COL_KERNEL(col_f32_avx2, "avx2,fma", float)
+METAKERN_COL_KERNEL(col_f64_avx2, "avx2,fma", double)
+METAKERN_COL_KERNEL(col_f32_sse2, "sse2", float)
+METAKERN_COL_KERNEL(col_f64_sse2, "sse2", double)
+#undef METAKERN_COL_KERNEL
+
+struct Kernels {
+  RowFn32 row_f32;
+  RowFn64 row_f64;
+  ColFn32 col_f32;
+  ColFn64 col_f64;
   const char* isa;
 };
 
-RowKernels pick_row_kernels() {
+Kernels pick_kernels() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
-    return {row_f32_avx512, row_f64_avx512, "avx512"};
+    return {row_f32_avx512, row_f64_avx512, col_f32_avx512, col_f64_avx512, "avx512"};
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return {row_f32_avx2, row_f64_avx2, "avx2"};
+    return {row_f32_avx2, row_f64_avx2, col_f32_avx2, col_f64_avx2, "avx2"};
   }
-  return {row_f32_sse2, row_f64_sse2, "sse2"};
+  return {row_f32_sse2, row_f64_sse2, col_f32_sse2, col_f64_sse2, "sse2"};
 }
 
-const RowKernels& row_kernels() {
-  static const RowKernels k = pick_row_kernels();
+const Kernels& kernels() {
+  static const Kernels k = pick_kernels();
   return k;
 }
 
-// 16-bit storage: widen to fp32, one step at a time.
+// 16-bit storage: widen to fp32, one step at a time. `stride` is the distance between steps.
 template <typename S>
-void scan_row_scalar(const S* x, const S* a, S* y, float h, int64_t T, bool reverse) {
+void scan_row_scalar(const S* x, const S* a, S* y, float h, int64_t T, int64_t stride, bool reverse) {
   using St = Storage<S>;
   for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = reverse ? T - 1 - s : s;
-    h = St::load(a + t) * h + St::load(x + t);
-    St::store(y + t, h);
+    const int64_t i = (reverse ? T - 1 - s : s) * stride;
+    h = St::load(a + i) * h + St::load(x + i);
+    St::store(y + i, h);
   }
 }
 
@@ -149,33 +191,65 @@ void run_rows(RowFn row, const void* xv, const void* av, const void* cv, void* y
   for (int64_t b = 0; b < B; ++b) row(x + b * T, a + b * T, y + b * T, c[b], T, reverse);
 }
 
-template <typename S>
-void run_rows_16bit(const void* xv, const void* av, const void* cv, void* yv, int64_t B, int64_t T,
-                    bool reverse, int num_threads) {
+// Time-major: each thread takes a contiguous slice of columns (rounded to whole cache lines) and
+// walks all T steps over it, keeping the slice's carries in a small buffer that stays in L1.
+constexpr int64_t kColBlock = 1024;
+
+template <typename S, typename ColFn>
+void run_cols(ColFn col, const void* xv, const void* av, const void* cv, void* yv, int64_t B, int64_t T,
+              bool reverse, int num_threads) {
   const S* x = static_cast<const S*>(xv);
   const S* a = static_cast<const S*>(av);
   const S* c = static_cast<const S*>(cv);
   S* y = static_cast<S*>(yv);
+  const int64_t blocks = (B + kColBlock - 1) / kColBlock;
+  const int nt = static_cast<int>(std::min<int64_t>(team_size(num_threads, B, T), blocks));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t b0 = k * kColBlock;
+    const int64_t b1 = std::min(B, b0 + kColBlock);
+    alignas(64) S h[kColBlock];
+    std::memcpy(h, c + b0, sizeof(S) * (b1 - b0));
+    col(x, a, y, h, B, T, b0, b1, reverse);
+  }
+}
+
+template <typename S>
+void run_16bit(const void* xv, const void* av, const void* cv, void* yv, int64_t B, int64_t T,
+               bool reverse, bool time_major, int num_threads) {
+  const S* x = static_cast<const S*>(xv);
+  const S* a = static_cast<const S*>(av);
+  const S* c = static_cast<const S*>(cv);
+  S* y = static_cast<S*>(yv);
+  // Row b starts at b*T with unit steps ([B, T]) or at b with steps of B ([T, B]).
+  const int64_t start = time_major ? 1 : T;
+  const int64_t stride = time_major ? B : 1;
   const int nt = team_size(num_threads, B, T);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
-    scan_row_scalar<S>(x + b * T, a + b * T, y + b * T, Storage<S>::load(c + b), T, reverse);
+    const int64_t o = b * start;
+    scan_row_scalar<S>(x + o, a + o, y + o, Storage<S>::load(c + b), T, stride, reverse);
   }
 }
 
 }  // namespace
 
-const char* linear_scan_cpu_isa() { return row_kernels().isa; }
+const char* linear_scan_cpu_isa() { return kernels().isa; }
 
 void linear_scan_cpu(DType dtype, const void* x, const void* a, const void* carry, void* y,
-                     int64_t B, int64_t T, bool reverse, int num_threads) {
+                     int64_t B, int64_t T, bool reverse, bool time_major, int num_threads) {
+  const Kernels& k = kernels();
   switch (dtype) {
     case DType::Float32:
-      return run_rows<float>(row_kernels().f32, x, a, carry, y, B, T, reverse, num_threads);
+      return time_major ? run_cols<float>(k.col_f32, x, a, carry, y, B, T, reverse, num_threads)
+                        : run_rows<float>(k.row_f32, x, a, carry, y, B, T, reverse, num_threads);
     case DType::Float64:
-      return run_rows<double>(row_kernels().f64, x, a, carry, y, B, T, reverse, num_threads);
-    case DType::BFloat16: return run_rows_16bit<bf16_bits>(x, a, carry, y, B, T, reverse, num_threads);
-    case DType::Float16: return run_rows_16bit<f16_bits>(x, a, carry, y, B, T, reverse, num_threads);
+      return time_major ? run_cols<double>(k.col_f64, x, a, carry, y, B, T, reverse, num_threads)
+                        : run_rows<double>(k.row_f64, x, a, carry, y, B, T, reverse, num_threads);
+    case DType::BFloat16:
+      return run_16bit<bf16_bits>(x, a, carry, y, B, T, reverse, time_major, num_threads);
+    case DType::Float16:
+      return run_16bit<f16_bits>(x, a, carry, y, B, T, reverse, time_major, num_threads);
   }
 }
 

@@ -1,4 +1,5 @@
-// CUDA linear scan: one thread block per row (rows on grid axis x, so B up to 2^31-1 works).
+// CUDA linear scan. [B, T]: one thread block per row (rows on grid axis x, so B up to 2^31-1
+// works). [T, B] (time-major): one thread per column, see linear_scan_time_major_kernel.
 //
 // A row is processed in tiles of blockDim.x * K elements. Each thread owns K consecutive steps and
 // first composes them into one affine map h -> A*h + X (the scan operator is associative:
@@ -139,6 +140,28 @@ __global__ void linear_scan_kernel(const S* __restrict__ x, const S* __restrict_
   }
 }
 
+// Time-major [T, B]: one thread per column b; consecutive threads read consecutive addresses, so
+// every step is one coalesced row access. Loads do not depend on the carry, so unrolling lets
+// several steps' loads be in flight while the multiply-add chain advances.
+template <typename S>
+__global__ void linear_scan_time_major_kernel(const S* __restrict__ x, const S* __restrict__ a,
+                                              const S* __restrict__ carry, S* __restrict__ y,
+                                              int64_t B, int64_t T, bool reverse) {
+  using St = CudaStorage<S>;
+  using Acc = typename St::acc;
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= B) return;
+  Acc h = St::load(carry + b);
+#pragma unroll 8
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t i = (reverse ? T - 1 - s : s) * B + b;
+    h = St::load(a + i) * h + St::load(x + i);
+    St::store(y + i, h);
+  }
+}
+
+constexpr int kTimeMajorThreads = 256;
+
 int threads_for(int64_t T) {
   const int64_t per = (T + kPerThread - 1) / kPerThread;
   int threads = 32;
@@ -148,27 +171,36 @@ int threads_for(int64_t T) {
 
 template <typename S>
 cudaError_t launch(const void* x, const void* a, const void* c, void* y, int64_t B, int64_t T,
-                   bool reverse, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(B));
-  const dim3 block(threads_for(T));
-  linear_scan_kernel<S><<<grid, block, 0, stream>>>(
-      static_cast<const S*>(x), static_cast<const S*>(a), static_cast<const S*>(c),
-      static_cast<S*>(y), T, reverse);
+                   bool reverse, bool time_major, cudaStream_t stream) {
+  if (time_major) {
+    const dim3 grid(static_cast<unsigned>((B + kTimeMajorThreads - 1) / kTimeMajorThreads));
+    linear_scan_time_major_kernel<S><<<grid, kTimeMajorThreads, 0, stream>>>(
+        static_cast<const S*>(x), static_cast<const S*>(a), static_cast<const S*>(c),
+        static_cast<S*>(y), B, T, reverse);
+  } else {
+    const dim3 grid(static_cast<unsigned>(B));
+    const dim3 block(threads_for(T));
+    linear_scan_kernel<S><<<grid, block, 0, stream>>>(
+        static_cast<const S*>(x), static_cast<const S*>(a), static_cast<const S*>(c),
+        static_cast<S*>(y), T, reverse);
+  }
   return cudaGetLastError();
 }
 
 }  // namespace
 
 const char* linear_scan_cuda(DType dtype, const void* x, const void* a, const void* carry,
-                             void* y, int64_t B, int64_t T, bool reverse, void* stream) {
+                             void* y, int64_t B, int64_t T, bool reverse, bool time_major,
+                             void* stream) {
   if (B > 2147483647LL) return "linear_scan_cuda: B exceeds the grid limit 2^31-1";
   cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const bool tm = time_major;
   cudaError_t err = cudaSuccess;
   switch (dtype) {
-    case DType::Float32: err = launch<float>(x, a, carry, y, B, T, reverse, s); break;
-    case DType::Float64: err = launch<double>(x, a, carry, y, B, T, reverse, s); break;
-    case DType::BFloat16: err = launch<__nv_bfloat16>(x, a, carry, y, B, T, reverse, s); break;
-    case DType::Float16: err = launch<__half>(x, a, carry, y, B, T, reverse, s); break;
+    case DType::Float32: err = launch<float>(x, a, carry, y, B, T, reverse, tm, s); break;
+    case DType::Float64: err = launch<double>(x, a, carry, y, B, T, reverse, tm, s); break;
+    case DType::BFloat16: err = launch<__nv_bfloat16>(x, a, carry, y, B, T, reverse, tm, s); break;
+    case DType::Float16: err = launch<__half>(x, a, carry, y, B, T, reverse, tm, s); break;
   }
   return err == cudaSuccess ? "" : cudaGetErrorString(err);
 }

@@ -1,6 +1,8 @@
 """Returns and advantages for RL, each one reverse linear scan (``metakern.linear_scan``).
 
-Conventions, for ``[B, T]`` tensors of B sequences of T steps:
+Conventions, for ``[B, T]`` tensors of B sequences of T steps (or ``[T, B]`` with
+``time_major=True``, the layout of rollout buffers and the fastest one; every [B, T]/[T, B] input
+then follows it, and the indices below read ``[t, :]``):
 
 * ``rewards[:, t]`` is the reward received after the action at step t.
 * ``dones[:, t]`` (terminated) marks that the episode reached a terminal state after step t:
@@ -27,7 +29,7 @@ from typing import NamedTuple
 import torch
 
 from . import _validate
-from .ops.scan import coefficient_dtype, linear_scan
+from .ops.scan import coefficient_dtype, linear_scan, shifted
 
 
 class GAE(NamedTuple):
@@ -54,11 +56,11 @@ def _mask(name: str, m: object, rewards: torch.Tensor) -> torch.Tensor | None:
     """The mask as a contiguous tensor of the working dtype (see ``_work``)."""
     if m is None:
         return None
-    m = _validate.tensor(name, m, ndim=2, layout="[B, T]", dtypes=None, contiguous=False)
+    m = _validate.tensor(name, m, ndim=2, layout="(the layout of rewards)", dtypes=None, contiguous=False)
     if m.is_complex():
         raise TypeError(f"{name}: expected a bool, integer or real tensor, got {m.dtype}")
     _validate.same_device(name, m, "rewards", rewards)
-    _validate.shape(name, m, tuple(rewards.shape), "[B, T] of rewards")
+    _validate.shape(name, m, tuple(rewards.shape), "of rewards")
     return m.to(coefficient_dtype(rewards.dtype)).contiguous()
 
 
@@ -73,7 +75,7 @@ def _episodes(rewards, dones, truncations, final_values) -> _Episodes:
     if final_values is not None:
         if tr is None:
             raise ValueError("final_values: given without truncations; it is only used at truncated steps")
-        final_values = _floating("final_values", final_values, rewards, tuple(rewards.shape), "[B, T]")
+        final_values = _floating("final_values", final_values, rewards, tuple(rewards.shape), "the shape of rewards")
     cont = None
     if d is not None:
         cont = 1 - d
@@ -91,15 +93,22 @@ def _work(t: torch.Tensor) -> torch.Tensor:
     return t.to(coefficient_dtype(t.dtype))
 
 
-def _next_values(values: torch.Tensor, bootstrap: torch.Tensor | None) -> torch.Tensor:
-    last = bootstrap[:, None] if bootstrap is not None else values.new_zeros(values.shape[0], 1)
-    return torch.cat([values[:, 1:], last], dim=1)
+def _next_values(values: torch.Tensor, bootstrap: torch.Tensor | None, time_major: bool) -> torch.Tensor:
+    """V(s_{t+1}) at every step: values shifted one step earlier in time, bootstrap (or 0) last."""
+    dim = 0 if time_major else 1
+    last = bootstrap if bootstrap is not None else values.new_zeros(values.shape[1 - dim])
+    return shifted(values, last, dim, later=True)
 
 
-def _bootstrap(bootstrap, rewards) -> torch.Tensor | None:
+def _bootstrap(bootstrap, rewards, time_major: bool) -> torch.Tensor | None:
     if bootstrap is None:
         return None
-    return _work(_floating("bootstrap", bootstrap, rewards, (rewards.shape[0],), "[B]"))
+    B = rewards.shape[1 if time_major else 0]
+    return _work(_floating("bootstrap", bootstrap, rewards, (B,), "[B]"))
+
+
+def _layout(time_major: bool) -> str:
+    return "[T, B]" if time_major else "[B, T]"
 
 
 def _mul(m: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
@@ -118,18 +127,19 @@ def discounted_returns(
     truncations: torch.Tensor | None = None,
     bootstrap: torch.Tensor | None = None,
     final_values: torch.Tensor | None = None,
+    time_major: bool = False,
 ) -> torch.Tensor:
     """Discounted returns G_t = r_t + gamma * (1 - done_t) * G_{t+1}, G_T = bootstrap.
 
     At a truncated step, G_t = r_t + gamma * final_values[:, t] (or r_t without final_values).
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     ep = _episodes(rewards, dones, truncations, final_values)
-    bootstrap = _bootstrap(bootstrap, rewards)
+    bootstrap = _bootstrap(bootstrap, rewards, time_major)
     x = _add(_work(rewards), None if ep.cut_value is None else gamma * ep.cut_value)
     a = gamma if ep.cont is None else gamma * ep.cont
-    return linear_scan(x, a, bootstrap, reverse=True).to(rewards.dtype)
+    return linear_scan(x, a, bootstrap, reverse=True, time_major=time_major).to(rewards.dtype)
 
 
 def gae(
@@ -142,6 +152,7 @@ def gae(
     truncations: torch.Tensor | None = None,
     bootstrap: torch.Tensor | None = None,
     final_values: torch.Tensor | None = None,
+    time_major: bool = False,
 ) -> GAE:
     """Generalised advantage estimation (Schulman et al. 2016).
 
@@ -149,16 +160,16 @@ def gae(
     where V_next_t is values[:, t+1] (bootstrap at t = T-1), 0 after a termination and
     final_values[:, t] after a truncation. Returns (advantages, returns = advantages + values).
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
-    values = _floating("values", values, rewards, tuple(rewards.shape), "[B, T] of rewards")
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
+    values = _floating("values", values, rewards, tuple(rewards.shape), f"{_layout(time_major)} of rewards")
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     ep = _episodes(rewards, dones, truncations, final_values)
     v = _work(values)
-    next_v = _add(_mul(ep.cont, _next_values(v, _bootstrap(bootstrap, rewards))), ep.cut_value)
+    next_v = _add(_mul(ep.cont, _next_values(v, _bootstrap(bootstrap, rewards, time_major), time_major)), ep.cut_value)
     delta = _work(rewards) + gamma * next_v - v
     a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
-    adv = linear_scan(delta, a, None, reverse=True)
+    adv = linear_scan(delta, a, None, reverse=True, time_major=time_major)
     return GAE(adv.to(rewards.dtype), (adv + v).to(rewards.dtype))
 
 
@@ -172,22 +183,23 @@ def lambda_returns(
     truncations: torch.Tensor | None = None,
     bootstrap: torch.Tensor | None = None,
     final_values: torch.Tensor | None = None,
+    time_major: bool = False,
 ) -> torch.Tensor:
     """TD(lambda) returns G_t = r_t + gamma * (1 - end_t) * ((1 - lam) V_{t+1} + lam G_{t+1}).
 
     G_T = bootstrap (so G_{T-1} = r + gamma * bootstrap); at a truncated step
     G_t = r_t + gamma * final_values[:, t]. Equal to gae(...).returns.
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
-    values = _floating("values", values, rewards, tuple(rewards.shape), "[B, T] of rewards")
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
+    values = _floating("values", values, rewards, tuple(rewards.shape), f"{_layout(time_major)} of rewards")
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     ep = _episodes(rewards, dones, truncations, final_values)
-    bootstrap = _bootstrap(bootstrap, rewards)
-    next_v = _next_values(_work(values), bootstrap)
+    bootstrap = _bootstrap(bootstrap, rewards, time_major)
+    next_v = _next_values(_work(values), bootstrap, time_major)
     x = _work(rewards) + gamma * _add(_mul(ep.cont, (1 - lam) * next_v), ep.cut_value)
     a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
-    return linear_scan(x, a, bootstrap, reverse=True).to(rewards.dtype)
+    return linear_scan(x, a, bootstrap, reverse=True, time_major=time_major).to(rewards.dtype)
 
 
 def vtrace(
@@ -205,6 +217,7 @@ def vtrace(
     truncations: torch.Tensor | None = None,
     bootstrap: torch.Tensor | None = None,
     final_values: torch.Tensor | None = None,
+    time_major: bool = False,
 ) -> VTrace:
     """V-trace targets (Espeholt et al. 2018) from per-step log-probabilities.
 
@@ -215,18 +228,22 @@ def vtrace(
     ``pg_rho_bar`` (default ``rho_bar``). Outputs are differentiable; detach them for the usual
     IMPALA stop-gradient targets.
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout="[B, T]")
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
     shape = tuple(rewards.shape)
-    behaviour_log_probs = _floating("behaviour_log_probs", behaviour_log_probs, rewards, shape, "[B, T] of rewards")
-    target_log_probs = _floating("target_log_probs", target_log_probs, rewards, shape, "[B, T] of rewards")
-    values = _floating("values", values, rewards, shape, "[B, T] of rewards")
+    behaviour_log_probs = _floating(
+        "behaviour_log_probs", behaviour_log_probs, rewards, shape, f"{_layout(time_major)} of rewards"
+    )
+    target_log_probs = _floating(
+        "target_log_probs", target_log_probs, rewards, shape, f"{_layout(time_major)} of rewards"
+    )
+    values = _floating("values", values, rewards, shape, f"{_layout(time_major)} of rewards")
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     rho_bar = _validate.real("rho_bar", rho_bar, low=0.0)
     c_bar = _validate.real("c_bar", c_bar, low=0.0)
     pg_rho_bar = rho_bar if pg_rho_bar is None else _validate.real("pg_rho_bar", pg_rho_bar, low=0.0)
     ep = _episodes(rewards, dones, truncations, final_values)
-    bootstrap = _bootstrap(bootstrap, rewards)
+    bootstrap = _bootstrap(bootstrap, rewards, time_major)
 
     log_rhos = _work(target_log_probs) - _work(behaviour_log_probs)
     r, v = _work(rewards), _work(values)
@@ -236,10 +253,10 @@ def vtrace(
 
     rhos = clipped(rho_bar)
     cs = lam * clipped(c_bar)
-    next_v = _add(_mul(ep.cont, _next_values(v, bootstrap)), ep.cut_value)
+    next_v = _add(_mul(ep.cont, _next_values(v, bootstrap, time_major)), ep.cut_value)
     delta = rhos * (r + gamma * next_v - v)
-    vs = v + linear_scan(delta, gamma * _mul(ep.cont, cs), None, reverse=True)
-    next_vs = _add(_mul(ep.cont, _next_values(vs, bootstrap)), ep.cut_value)
+    vs = v + linear_scan(delta, gamma * _mul(ep.cont, cs), None, reverse=True, time_major=time_major)
+    next_vs = _add(_mul(ep.cont, _next_values(vs, bootstrap, time_major)), ep.cut_value)
     pg_rhos = rhos if pg_rho_bar == rho_bar else clipped(pg_rho_bar)
     pg_adv = pg_rhos * (r + gamma * next_vs - v)
     dtype = rewards.dtype
