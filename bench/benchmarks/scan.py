@@ -1,8 +1,9 @@
 """asv benchmarks of the scan family, built from the cases in ``metakern.bench.scan``.
 
 Parameters: shape (B, T), the op or mode, the device and the implementation: a metakern backend
-(``reference``, ``cpp``, ``cuda``, ``triton``) or ``peer`` (the case's loop written as RL code
-does it today). ``setup`` raises NotImplementedError, which asv reports as skipped, where an
+(``reference``, ``cpp``, ``cuda``, ``triton``, and ``<backend>-time-major`` on [T, B] inputs) or
+``peer`` (the case's loop written as RL code does it today). ``setup`` raises
+NotImplementedError, which asv reports as skipped, where an
 implementation cannot run (no GPU, module not built, a backend for another device).
 
 ``time_*`` synchronize the device after each call; ``peakmem_*`` is asv's process peak RSS;
@@ -19,7 +20,7 @@ from metakern.bench import scan as cases
 # that imported this module (launch_method "forkserver" in asv.conf.json).
 SHAPES = [tuple(s) for s in cases.SHAPES]  # ((4096, 256), (64, 4096))
 DEVICES = ["cpu", "cuda"]
-IMPLS = ["reference", "cpp", "cuda", "triton", "peer"]
+IMPLS = ["reference", "cpp", "cuda", "triton", "cpp-time-major", "cuda-time-major", "triton-time-major", "peer"]
 
 
 def _case(op, shape, device):

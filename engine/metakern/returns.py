@@ -252,7 +252,9 @@ def vtrace(
         return torch.exp(torch.clamp(log_rhos, max=math.log(bar) if bar > 0 else -math.inf))
 
     rhos = clipped(rho_bar)
-    cs = lam * clipped(c_bar)
+    cs = rhos if c_bar == rho_bar else clipped(c_bar)
+    if lam != 1.0:
+        cs = lam * cs
     next_v = _add(_mul(ep.cont, _next_values(v, bootstrap, time_major)), ep.cut_value)
     delta = rhos * (r + gamma * next_v - v)
     vs = v + linear_scan(delta, gamma * _mul(ep.cont, cs), None, reverse=True, time_major=time_major)

@@ -6,6 +6,9 @@ B=8,T=16 for ``linear_scan.fwd`` alone, where the per-call cost dominates: there
 and ``torch.ops.metakern.linear_scan`` (through the dispatcher) are separate rows, backend
 ``<backend>`` and ``<backend>-dispatcher``.
 
+Every metakern backend also has a ``<backend>-time-major`` row: the same data laid out ``[T, B]``
+and the op called with ``time_major=True``, the layout the peers below get.
+
 Peers, written here the way RL code computes these today, on time-major ``[T, B]`` buffers (the
 layout rollouts are stored in, which makes ``x[t]`` a contiguous row; the transposes are done at
 set-up, not timed):
@@ -147,8 +150,72 @@ def torch_loop_vtrace(behaviour_log_probs, target_log_probs, rewards, values, do
 # Implementations
 
 
-def _backend_impls(device: torch.device, setup: Callable[[dict], Callable[[], Any]]) -> list[Impl]:
-    return [Impl(b, setup, backend=b) for b in backends_for(device)]
+def _backend_impls(
+    device: torch.device,
+    setup: Callable[[dict], Callable[[], Any]],
+    time_major_setup: Callable[[dict], Callable[[], Any]] | None = None,
+    canonical: Callable[[Any], Any] | None = None,
+) -> list[Impl]:
+    """One row per usable backend on batch-major inputs and, given ``time_major_setup``, one
+    ``<backend>-time-major`` row on the same data laid out [T, B] (the layout the peers get)."""
+    impls = [Impl(b, setup, backend=b) for b in backends_for(device)]
+    if time_major_setup is not None:
+        impls += [
+            Impl(f"{b}-time-major", time_major_setup, backend=b, canonical=canonical) for b in backends_for(device)
+        ]
+    return impls
+
+
+def _scan_fwd_tm(inp):
+    return partial(metakern.linear_scan, _tm(inp["x"]), _tm(inp["a"]), inp["carry"], time_major=True)
+
+
+def _scan_fwd_bwd_tm(inp):
+    x = _tm(inp["x"]).requires_grad_()
+    a = _tm(inp["a"]).requires_grad_()
+    carry = inp["carry"]
+
+    def step():
+        y = metakern.linear_scan(x, a, carry, time_major=True)
+        return torch.autograd.grad(y.sum(), (x, a))
+
+    return step
+
+
+def _returns_tm(inp):
+    return partial(
+        metakern.discounted_returns,
+        _tm(inp["rewards"]),
+        GAMMA,
+        dones=_tm(inp["dones"]),
+        bootstrap=inp["bootstrap"],
+        time_major=True,
+    )
+
+
+def _gae_tm(inp):
+    return partial(
+        metakern.gae,
+        _tm(inp["rewards"]),
+        _tm(inp["values"]),
+        GAMMA,
+        LAM,
+        dones=_tm(inp["dones"]),
+        bootstrap=inp["bootstrap"],
+        time_major=True,
+    )
+
+
+def _vtrace_tm(inp):
+    names = ("behaviour_log_probs", "target_log_probs", "rewards", "values")
+    return partial(
+        metakern.vtrace,
+        *(_tm(inp[n]) for n in names),
+        GAMMA,
+        dones=_tm(inp["dones"]),
+        bootstrap=inp["bootstrap"],
+        time_major=True,
+    )
 
 
 def _scan_fwd(inp):
@@ -287,7 +354,10 @@ def scan_cases(
             T,
             3 * BT + B,
             scan_in,
-            [*_backend_impls(device, _scan_fwd), Impl("torch-loop", _scan_fwd_peer, kind="peer", canonical=_bm)],
+            [
+                *_backend_impls(device, _scan_fwd, _scan_fwd_tm, _bm),
+                Impl("torch-loop", _scan_fwd_peer, kind="peer", canonical=_bm),
+            ],
         )
         case(
             "linear_scan.fwd+bwd",
@@ -296,7 +366,7 @@ def scan_cases(
             8 * BT + 2 * B,
             scan_grad_in,
             [
-                *_backend_impls(device, _scan_fwd_bwd),
+                *_backend_impls(device, _scan_fwd_bwd, _scan_fwd_bwd_tm, _canon_tuple),
                 Impl("torch-loop", _scan_fwd_bwd_peer, kind="peer", canonical=_canon_tuple),
             ],
         )
@@ -306,7 +376,10 @@ def scan_cases(
             T,
             3 * BT + B,
             returns_in,
-            [*_backend_impls(device, _returns), Impl("torch-loop", _returns_peer, kind="peer", canonical=_bm)],
+            [
+                *_backend_impls(device, _returns, _returns_tm, _bm),
+                Impl("torch-loop", _returns_peer, kind="peer", canonical=_bm),
+            ],
         )
         case(
             "gae.fwd",
@@ -314,7 +387,10 @@ def scan_cases(
             T,
             5 * BT + B,
             returns_in,
-            [*_backend_impls(device, _gae), Impl("cleanrl-loop", _gae_peer, kind="peer", canonical=_canon_tuple)],
+            [
+                *_backend_impls(device, _gae, _gae_tm, _canon_tuple),
+                Impl("cleanrl-loop", _gae_peer, kind="peer", canonical=_canon_tuple),
+            ],
         )
         case(
             "vtrace.fwd",
@@ -322,7 +398,10 @@ def scan_cases(
             T,
             8 * BT + B,
             returns_in,
-            [*_backend_impls(device, _vtrace), Impl("torch-loop", _vtrace_peer, kind="peer", canonical=_canon_tuple)],
+            [
+                *_backend_impls(device, _vtrace, _vtrace_tm, _canon_tuple),
+                Impl("torch-loop", _vtrace_peer, kind="peer", canonical=_canon_tuple),
+            ],
         )
     return cases
 
