@@ -119,6 +119,31 @@ def _add(t: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
     return t if extra is None else t + extra
 
 
+class _Rollout(NamedTuple):
+    """Validated inputs in the working dtype (float32 for 16-bit inputs)."""
+
+    rewards: torch.Tensor
+    values: torch.Tensor | None
+    ep: _Episodes
+    bootstrap: torch.Tensor | None
+    dtype: torch.dtype  # the inputs' dtype, for the results
+
+
+def _prepare(rewards, values, dones, truncations, bootstrap, final_values, time_major: bool) -> _Rollout:
+    if not isinstance(time_major, bool):
+        raise TypeError(f"time_major: expected a bool, got {type(time_major).__name__}")
+    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
+    if values is not None:
+        values = _work(_floating("values", values, rewards, tuple(rewards.shape), f"{_layout(time_major)} of rewards"))
+    ep = _episodes(rewards, dones, truncations, final_values)
+    return _Rollout(_work(rewards), values, ep, _bootstrap(bootstrap, rewards, time_major), rewards.dtype)
+
+
+def _decay(factor: float, ep: _Episodes) -> torch.Tensor | float:
+    """Per-step scan coefficient: ``factor`` where the return flows from t+1 into t, else 0."""
+    return factor if ep.cont is None else factor * ep.cont
+
+
 def discounted_returns(
     rewards: torch.Tensor,
     gamma: float,
@@ -133,13 +158,11 @@ def discounted_returns(
 
     At a truncated step, G_t = r_t + gamma * final_values[:, t] (or r_t without final_values).
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
+    ro = _prepare(rewards, None, dones, truncations, bootstrap, final_values, time_major)
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
-    ep = _episodes(rewards, dones, truncations, final_values)
-    bootstrap = _bootstrap(bootstrap, rewards, time_major)
-    x = _add(_work(rewards), None if ep.cut_value is None else gamma * ep.cut_value)
-    a = gamma if ep.cont is None else gamma * ep.cont
-    return linear_scan(x, a, bootstrap, reverse=True, time_major=time_major).to(rewards.dtype)
+    x = _add(ro.rewards, None if ro.ep.cut_value is None else gamma * ro.ep.cut_value)
+    y = linear_scan(x, _decay(gamma, ro.ep), ro.bootstrap, reverse=True, time_major=time_major)
+    return y.to(ro.dtype)
 
 
 def gae(
@@ -160,17 +183,14 @@ def gae(
     where V_next_t is values[:, t+1] (bootstrap at t = T-1), 0 after a termination and
     final_values[:, t] after a truncation. Returns (advantages, returns = advantages + values).
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
-    values = _floating("values", values, rewards, tuple(rewards.shape), f"{_layout(time_major)} of rewards")
+    ro = _prepare(rewards, values, dones, truncations, bootstrap, final_values, time_major)
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
-    ep = _episodes(rewards, dones, truncations, final_values)
-    v = _work(values)
-    next_v = _add(_mul(ep.cont, _next_values(v, _bootstrap(bootstrap, rewards, time_major), time_major)), ep.cut_value)
-    delta = _work(rewards) + gamma * next_v - v
-    a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
-    adv = linear_scan(delta, a, None, reverse=True, time_major=time_major)
-    return GAE(adv.to(rewards.dtype), (adv + v).to(rewards.dtype))
+    v = ro.values
+    next_v = _add(_mul(ro.ep.cont, _next_values(v, ro.bootstrap, time_major)), ro.ep.cut_value)
+    delta = ro.rewards + gamma * next_v - v
+    adv = linear_scan(delta, _decay(gamma * lam, ro.ep), None, reverse=True, time_major=time_major)
+    return GAE(adv.to(ro.dtype), (adv + v).to(ro.dtype))
 
 
 def lambda_returns(
@@ -190,16 +210,13 @@ def lambda_returns(
     G_T = bootstrap (so G_{T-1} = r + gamma * bootstrap); at a truncated step
     G_t = r_t + gamma * final_values[:, t]. Equal to gae(...).returns.
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
-    values = _floating("values", values, rewards, tuple(rewards.shape), f"{_layout(time_major)} of rewards")
+    ro = _prepare(rewards, values, dones, truncations, bootstrap, final_values, time_major)
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
-    ep = _episodes(rewards, dones, truncations, final_values)
-    bootstrap = _bootstrap(bootstrap, rewards, time_major)
-    next_v = _next_values(_work(values), bootstrap, time_major)
-    x = _work(rewards) + gamma * _add(_mul(ep.cont, (1 - lam) * next_v), ep.cut_value)
-    a = gamma * lam if ep.cont is None else (gamma * lam) * ep.cont
-    return linear_scan(x, a, bootstrap, reverse=True, time_major=time_major).to(rewards.dtype)
+    next_v = _next_values(ro.values, ro.bootstrap, time_major)
+    x = ro.rewards + gamma * _add(_mul(ro.ep.cont, (1 - lam) * next_v), ro.ep.cut_value)
+    y = linear_scan(x, _decay(gamma * lam, ro.ep), ro.bootstrap, reverse=True, time_major=time_major)
+    return y.to(ro.dtype)
 
 
 def vtrace(
@@ -228,25 +245,16 @@ def vtrace(
     ``pg_rho_bar`` (default ``rho_bar``). Outputs are differentiable; detach them for the usual
     IMPALA stop-gradient targets.
     """
-    rewards = _validate.tensor("rewards", rewards, ndim=2, layout=_layout(time_major))
-    shape = tuple(rewards.shape)
-    behaviour_log_probs = _floating(
-        "behaviour_log_probs", behaviour_log_probs, rewards, shape, f"{_layout(time_major)} of rewards"
-    )
-    target_log_probs = _floating(
-        "target_log_probs", target_log_probs, rewards, shape, f"{_layout(time_major)} of rewards"
-    )
-    values = _floating("values", values, rewards, shape, f"{_layout(time_major)} of rewards")
+    ro = _prepare(rewards, values, dones, truncations, bootstrap, final_values, time_major)
+    shape, what = tuple(rewards.shape), f"{_layout(time_major)} of rewards"
+    mu = _floating("behaviour_log_probs", behaviour_log_probs, rewards, shape, what)
+    pi = _floating("target_log_probs", target_log_probs, rewards, shape, what)
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     rho_bar = _validate.real("rho_bar", rho_bar, low=0.0)
     c_bar = _validate.real("c_bar", c_bar, low=0.0)
     pg_rho_bar = rho_bar if pg_rho_bar is None else _validate.real("pg_rho_bar", pg_rho_bar, low=0.0)
-    ep = _episodes(rewards, dones, truncations, final_values)
-    bootstrap = _bootstrap(bootstrap, rewards, time_major)
-
-    log_rhos = _work(target_log_probs) - _work(behaviour_log_probs)
-    r, v = _work(rewards), _work(values)
+    log_rhos = _work(pi) - _work(mu)
 
     def clipped(bar: float) -> torch.Tensor:
         return torch.exp(torch.clamp(log_rhos, max=math.log(bar) if bar > 0 else -math.inf))
@@ -255,11 +263,11 @@ def vtrace(
     cs = rhos if c_bar == rho_bar else clipped(c_bar)
     if lam != 1.0:
         cs = lam * cs
-    next_v = _add(_mul(ep.cont, _next_values(v, bootstrap, time_major)), ep.cut_value)
+    r, v, ep = ro.rewards, ro.values, ro.ep
+    next_v = _add(_mul(ep.cont, _next_values(v, ro.bootstrap, time_major)), ep.cut_value)
     delta = rhos * (r + gamma * next_v - v)
-    vs = v + linear_scan(delta, gamma * _mul(ep.cont, cs), None, reverse=True, time_major=time_major)
-    next_vs = _add(_mul(ep.cont, _next_values(vs, bootstrap, time_major)), ep.cut_value)
+    vs = v + linear_scan(delta, _decay(gamma, ep) * cs, None, reverse=True, time_major=time_major)
+    next_vs = _add(_mul(ep.cont, _next_values(vs, ro.bootstrap, time_major)), ep.cut_value)
     pg_rhos = rhos if pg_rho_bar == rho_bar else clipped(pg_rho_bar)
     pg_adv = pg_rhos * (r + gamma * next_vs - v)
-    dtype = rewards.dtype
-    return VTrace(vs.to(dtype), pg_adv.to(dtype), rhos.to(dtype))
+    return VTrace(vs.to(ro.dtype), pg_adv.to(ro.dtype), rhos.to(ro.dtype))
