@@ -32,6 +32,31 @@ PYBIND11_MODULE(_C, m) {
       "y[b,t] = a[b,t]*y[b,t-/+1] + x[b,t] over contiguous [B, T] (or, time_major, [T, B]) buffers "
       "(see cpp/scan/linear_scan.h)");
 
+  m.def(
+      "linear_scan_backward",
+      [](int dtype, std::uintptr_t gy, std::uintptr_t a, std::uintptr_t y, std::uintptr_t carry,
+         std::uintptr_t g, std::uintptr_t da, int64_t B, int64_t T, bool reverse, bool time_major,
+         int num_threads) {
+        const DType dt = to_dtype(dtype);
+        if (dt != DType::Float32 && dt != DType::Float64) {
+          throw std::invalid_argument("metakern: linear_scan_backward takes float32 or float64");
+        }
+        check_sizes(B, T);
+        check_ptr(gy, "gy");
+        check_ptr(a, "a");
+        check_ptr(y, "y");
+        check_ptr(carry, "carry");
+        check_ptr(g, "g");
+        py::gil_scoped_release release;
+        linear_scan_backward_cpu(dt, as_ptr<const void>(gy), as_ptr<const void>(a), as_ptr<const void>(y),
+                                 as_ptr<const void>(carry), as_ptr<void>(g), da ? as_ptr<void>(da) : nullptr,
+                                 B, T, reverse, time_major, num_threads);
+      },
+      py::arg("dtype"), py::arg("gy"), py::arg("a"), py::arg("y"), py::arg("carry"), py::arg("g"),
+      py::arg("da"), py::arg("B"), py::arg("T"), py::arg("reverse"), py::arg("time_major"),
+      py::arg("num_threads") = 0,
+      "gradients of linear_scan w.r.t. x (g) and a (da, skipped when da is 0); see cpp/scan/linear_scan.h");
+
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
   m.def("openmp_version", []() { return static_cast<int>(_OPENMP); });

@@ -24,6 +24,16 @@ const char* linear_scan_cpu_isa();
 void linear_scan_cpu(DType dtype, const void* x, const void* a, const void* carry, void* y,
                      int64_t B, int64_t T, bool reverse, bool time_major, int num_threads);
 
+// Backward of linear_scan_cpu (float32/float64), without materialising shifted copies.
+// For the forward scan (reverse = false):  g_t = gy_t + a_{t+1} g_{t+1},  da_t = g_t y_{t-1} (y_{-1} = carry)
+// For the reverse scan (reverse = true):   g_t = gy_t + a_{t-1} g_{t-1},  da_t = g_t y_{t+1} (y_T = carry)
+// g is the gradient w.r.t. x (and, through g at the first step, w.r.t. carry); da is skipped when
+// null. The adjoint is itself a scan of length T-1 (over gy with a shifted by one step), so it
+// reuses the forward kernels; da is one extra multiply per element on data already in cache.
+void linear_scan_backward_cpu(DType dtype, const void* gy, const void* a, const void* y,
+                              const void* carry, void* g, void* da, int64_t B, int64_t T,
+                              bool reverse, bool time_major, int num_threads);
+
 // CUDA: launched on `stream` (a cudaStream_t passed as an integer) of the current device.
 // Returns an empty string on success, else the CUDA error text.
 const char* linear_scan_cuda(DType dtype, const void* x, const void* a, const void* carry,

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <stdexcept>
 #include <utility>
 
 #include "scan/linear_scan.h"
@@ -232,7 +233,96 @@ void run_16bit(const void* xv, const void* av, const void* cv, void* yv, int64_t
   }
 }
 
+// Backward, batch-major: per row, g at the adjoint's first step is gy there; the other T-1 steps
+// are a scan of gy with coefficients a shifted by one (pointer offsets, no copies); then da.
+template <typename S, typename RowFn>
+void run_rows_backward(RowFn row, const S* gy, const S* a, const S* y, const S* c, S* g, S* da, int64_t B,
+                       int64_t T, bool reverse, int num_threads) {
+  const int nt = team_size(num_threads, B, T);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t o = b * T;
+    if (!reverse) {  // adjoint runs t = T-1 .. 0 with coefficient a_{t+1}
+      g[o + T - 1] = gy[o + T - 1];
+      if (T > 1) row(gy + o, a + o + 1, g + o, gy[o + T - 1], T - 1, true);
+      if (da != nullptr) {
+        da[o] = g[o] * c[b];
+        for (int64_t t = 1; t < T; ++t) da[o + t] = g[o + t] * y[o + t - 1];
+      }
+    } else {  // adjoint runs t = 0 .. T-1 with coefficient a_{t-1}
+      g[o] = gy[o];
+      if (T > 1) row(gy + o + 1, a + o, g + o + 1, gy[o], T - 1, false);
+      if (da != nullptr) {
+        for (int64_t t = 0; t < T - 1; ++t) da[o + t] = g[o + t] * y[o + t + 1];
+        da[o + T - 1] = g[o + T - 1] * c[b];
+      }
+    }
+  }
+}
+
+// Backward, time-major: the same with whole rows of B columns; column blocks as in run_cols.
+template <typename S, typename ColFn>
+void run_cols_backward(ColFn col, const S* gy, const S* a, const S* y, const S* c, S* g, S* da, int64_t B,
+                       int64_t T, bool reverse, int num_threads) {
+  const int64_t blocks = (B + kColBlock - 1) / kColBlock;
+  const int nt = static_cast<int>(std::min<int64_t>(team_size(num_threads, B, T), blocks));
+  const int64_t first = reverse ? 0 : (T - 1) * B;  // the adjoint's first row: g = gy there
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t b0 = k * kColBlock;
+    const int64_t b1 = std::min(B, b0 + kColBlock);
+    const int64_t n = b1 - b0;
+    alignas(64) S h[kColBlock];
+    std::memcpy(h, gy + first + b0, sizeof(S) * n);
+    std::memcpy(g + first + b0, gy + first + b0, sizeof(S) * n);
+    if (T > 1) {
+      if (!reverse) {
+        col(gy, a + B, g, h, B, T - 1, b0, b1, true);
+      } else {
+        col(gy + B, a, g + B, h, B, T - 1, b0, b1, false);
+      }
+    }
+    if (da == nullptr) continue;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t row = t * B;
+      const bool edge = reverse ? t == T - 1 : t == 0;
+      const S* other = edge ? c : y + (reverse ? row + B : row - B);  // y_{t+1} or y_{t-1}, else carry
+#pragma omp simd
+      for (int64_t j = b0; j < b1; ++j) da[row + j] = g[row + j] * other[j];
+    }
+  }
+}
+
+template <typename S, typename RowFn, typename ColFn>
+void run_backward(RowFn row, ColFn col, const void* gy, const void* a, const void* y, const void* c, void* g,
+                  void* da, int64_t B, int64_t T, bool reverse, bool time_major, int num_threads) {
+  auto p = [](const void* v) { return static_cast<const S*>(v); };
+  if (time_major) {
+    run_cols_backward<S>(col, p(gy), p(a), p(y), p(c), static_cast<S*>(g), static_cast<S*>(da), B, T, reverse,
+                         num_threads);
+  } else {
+    run_rows_backward<S>(row, p(gy), p(a), p(y), p(c), static_cast<S*>(g), static_cast<S*>(da), B, T, reverse,
+                         num_threads);
+  }
+}
+
 }  // namespace
+
+void linear_scan_backward_cpu(DType dtype, const void* gy, const void* a, const void* y,
+                              const void* carry, void* g, void* da, int64_t B, int64_t T,
+                              bool reverse, bool time_major, int num_threads) {
+  const Kernels& k = kernels();
+  switch (dtype) {
+    case DType::Float32:
+      return run_backward<float>(k.row_f32, k.col_f32, gy, a, y, carry, g, da, B, T, reverse, time_major,
+                                 num_threads);
+    case DType::Float64:
+      return run_backward<double>(k.row_f64, k.col_f64, gy, a, y, carry, g, da, B, T, reverse, time_major,
+                                  num_threads);
+    default:
+      throw std::invalid_argument("linear_scan_backward_cpu: float32 and float64 only");
+  }
+}
 
 const char* linear_scan_cpu_isa() { return kernels().isa; }
 

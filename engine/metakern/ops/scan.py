@@ -2,9 +2,10 @@
 
 One ``torch.library`` op (schema, fake kernel, autograd) dispatched at run time to the C++, CUDA,
 Triton or reference implementation (see ``metakern._backend``). Tensors are batch-major ``[B, T]``
-or, with ``time_major=True``, ``[T, B]`` (the layout of RL rollout buffers). The backward is one
-more scan of the same op plus elementwise torch ops, so the op is differentiable any number of
-times:
+or, with ``time_major=True``, ``[T, B]`` (the layout of RL rollout buffers). The backward,
+``metakern::linear_scan_backward``, is one more scan (fused with da's product on the C++ backend)
+whose own gradients are again written with linear_scan, so the op is differentiable any number
+of times:
 
   forward  y_t = a_t y_{t-1} + x_t,  y_{-1} = c
     g_t  = dL/dy_t + a_{t+1} g_{t+1}          (a reverse scan of the incoming gradient)
@@ -144,13 +145,6 @@ def _(x, a, carry, reverse, time_major=False):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _setup_context(ctx, inputs, output):
-    _, a, carry, reverse, time_major = inputs
-    ctx.reverse = reverse
-    ctx.time_major = time_major
-    ctx.save_for_backward(a, carry, output)
-
-
 def shifted(t: torch.Tensor, edge: torch.Tensor, dim: int, later: bool) -> torch.Tensor:
     """Along ``dim``: out_s = t_{s+1} with ``edge`` last (later=True), or t_{s-1} with ``edge`` first."""
     n = t.shape[dim]
@@ -160,21 +154,113 @@ def shifted(t: torch.Tensor, edge: torch.Tensor, dim: int, later: bool) -> torch
     return torch.cat([edge, t.narrow(dim, 0, n - 1)], dim=dim)
 
 
+def _scan_vjp(scan, gy, a, y, carry, reverse: bool, time_major: bool, need_a: bool):
+    """(g, da): gradients of y = linear_scan(x, a, carry, reverse) w.r.t. x and a, as a composition
+    of ``scan`` (a linear_scan with the op's signature) and torch ops. Forward scans pass gradients
+    back from a_{t+1}; reverse scans from a_{t-1}."""
+    dim = 0 if time_major else 1
+    zeros = carry.new_zeros(carry.shape)
+    g = scan(gy, shifted(a, zeros, dim, later=not reverse), zeros, not reverse, time_major)
+    da = (g * shifted(y, carry.to(y.dtype), dim, later=reverse)).to(a.dtype) if need_a else None  # g_t y_{t-/+1}
+    return g, da
+
+
+def _check_backward_args(gy, a, y, carry, time_major):
+    check_scan_args(gy, a, carry, time_major)
+    _validate.tensor("y", y, ndim=2, layout=_layout(time_major))
+    _validate.same_device("y", y, "gy", gy)
+    _validate.same_dtype("y", y, "gy", gy)
+    _validate.shape("y", y, tuple(gy.shape), "the shape of gy")
+
+
+def _backward_cpp(gy, a, y, carry, reverse, time_major, need_a):
+    g = torch.empty_like(gy)
+    da = torch.empty_like(a) if need_a else None
+    B, T = _sizes(gy, time_major)
+    _backend.cpp_module().linear_scan_backward(
+        _DTYPE_CODES[gy.dtype], gy.data_ptr(), a.data_ptr(), y.data_ptr(), carry.data_ptr(), g.data_ptr(),
+        da.data_ptr() if need_a else 0, B, T, reverse, time_major, torch.get_num_threads(),
+    )  # fmt: skip
+    return g, da
+
+
+@torch.library.custom_op("metakern::linear_scan_backward", mutates_args=())
+def _linear_scan_backward_op(
+    gy: torch.Tensor,
+    a: torch.Tensor,
+    y: torch.Tensor,
+    carry: torch.Tensor,
+    reverse: bool,
+    time_major: bool,
+    need_a: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients (g, da) of linear_scan w.r.t. x and a given the output gradient gy; da is an empty
+    tensor when ``need_a`` is False. The C++ backend computes both in one pass with no shifted
+    copies (float32/float64); the other backends and dtypes compose the forward op."""
+    _check_backward_args(gy, a, y, carry, time_major)
+    backend = _backend.select("linear_scan", gy.device.type)
+    if backend == "cpp" and gy.dtype in (torch.float32, torch.float64) and a.dtype == carry.dtype == gy.dtype:
+        g, da = _backward_cpp(gy, a, y, carry, reverse, time_major, need_a)
+    else:
+        g, da = _scan_vjp(_run, gy, a, y, carry, reverse, time_major, need_a)
+    return g, (da if need_a else a.new_empty(0))
+
+
+@_linear_scan_backward_op.register_fake
+def _(gy, a, y, carry, reverse, time_major, need_a):
+    _check_backward_args(gy, a, y, carry, time_major)
+    return torch.empty_like(gy), (torch.empty_like(a) if need_a else a.new_empty(0))
+
+
+def _backward_setup_context(ctx, inputs, output):
+    _, a, y, carry, reverse, time_major, need_a = inputs
+    ctx.reverse, ctx.time_major, ctx.need_a = reverse, time_major, need_a
+    ctx.save_for_backward(a, y, carry, output[0])
+
+
+def _backward_backward(ctx, grad_g, grad_da):
+    """Second-order terms. The backward computes g = scan(gy, a_shift, 0, !reverse) and
+    da = g * y_shift; its gradients are those of that composition, written with linear_scan ops
+    (so the chain stays differentiable)."""
+    a, y, carry, g = ctx.saved_tensors
+    need_gy, need_a, need_y, need_c = ctx.needs_input_grad[:4]
+    rev, tm = ctx.reverse, ctx.time_major
+    dim = 0 if tm else 1
+    zeros = carry.new_zeros(carry.shape)
+    use_da = ctx.need_a and grad_da.numel() > 0
+    total = grad_g + grad_da * shifted(y, carry.to(y.dtype), dim, later=rev) if use_da else grad_g
+    a_shift = shifted(a, zeros, dim, later=not rev)
+    d_gy, d_ashift = _scan_vjp(_linear_scan_op, total.contiguous(), a_shift, g, zeros, not rev, tm, need_a)
+    d_a = shifted(d_ashift, zeros, dim, later=rev).to(a.dtype) if need_a else None
+    d_y = d_c = None
+    if use_da and (need_y or need_c):
+        d_yshift = grad_da * g
+        d_y = shifted(d_yshift, zeros.to(d_yshift.dtype), dim, later=not rev).to(y.dtype)
+        d_c = d_yshift.select(dim, a.shape[dim] - 1 if rev else 0).to(carry.dtype)
+    return (d_gy if need_gy else None), d_a, d_y, d_c, None, None, None
+
+
+_linear_scan_backward_op.register_autograd(_backward_backward, setup_context=_backward_setup_context)
+
+
+def _setup_context(ctx, inputs, output):
+    _, a, carry, reverse, time_major = inputs
+    ctx.reverse = reverse
+    ctx.time_major = time_major
+    ctx.save_for_backward(a, carry, output)
+
+
 def _backward(ctx, gy):
     a, carry, y = ctx.saved_tensors
     need_x, need_a, need_c = ctx.needs_input_grad[:3]
     rev, tm = ctx.reverse, ctx.time_major
-    dim = 0 if tm else 1
-    zeros = carry.new_zeros(carry.shape)
-    # Forward scans pass gradients back from a_{t+1}; reverse scans from a_{t-1}.
-    g = _linear_scan_op(gy.contiguous(), shifted(a, zeros, dim, later=not rev), zeros, not rev, tm)
-    da = dc = None
-    if need_a:
-        da = (g * shifted(y, carry.to(y.dtype), dim, later=rev)).to(a.dtype)  # g_t * y_{t-/+1}
+    g, da = _linear_scan_backward_op(gy.contiguous(), a, y, carry, rev, tm, need_a)
+    dc = None
     if need_c:
+        dim = 0 if tm else 1
         edge = a.shape[dim] - 1 if rev else 0
         dc = (a.select(dim, edge) * g.select(dim, edge)).to(carry.dtype)
-    return (g if need_x else None), da, dc, None, None
+    return (g if need_x else None), (da if need_a else None), dc, None, None
 
 
 _linear_scan_op.register_autograd(_backward, setup_context=_setup_context)
