@@ -57,6 +57,30 @@ PYBIND11_MODULE(_C, m) {
       py::arg("num_threads") = 0,
       "gradients of linear_scan w.r.t. x (g) and a (da, skipped when da is 0); see cpp/scan/linear_scan.h");
 
+  m.def(
+      "gae",
+      [](int dtype, std::uintptr_t r, std::uintptr_t v, std::uintptr_t cont, std::uintptr_t cut,
+         std::uintptr_t bootstrap, std::uintptr_t adv, std::uintptr_t ret, int64_t B, int64_t T, double gamma,
+         double lam, bool time_major, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        if (dt != DType::Float32 && dt != DType::Float64) {
+          throw std::invalid_argument("metakern: gae takes float32 or float64");
+        }
+        check_sizes(B, T);
+        check_ptr(r, "rewards");
+        check_ptr(v, "values");
+        check_ptr(adv, "advantages");
+        check_ptr(ret, "returns");
+        auto opt = [](std::uintptr_t p) { return p ? as_ptr<const void>(p) : nullptr; };
+        py::gil_scoped_release release;
+        gae_cpu(dt, as_ptr<const void>(r), as_ptr<const void>(v), opt(cont), opt(cut), opt(bootstrap),
+                as_ptr<void>(adv), as_ptr<void>(ret), B, T, gamma, lam, time_major, num_threads);
+      },
+      py::arg("dtype"), py::arg("rewards"), py::arg("values"), py::arg("cont"), py::arg("cut"),
+      py::arg("bootstrap"), py::arg("advantages"), py::arg("returns"), py::arg("B"), py::arg("T"),
+      py::arg("gamma"), py::arg("lam"), py::arg("time_major"), py::arg("num_threads") = 0,
+      "one-pass GAE (cont, cut, bootstrap may be 0 = absent); see cpp/scan/linear_scan.h");
+
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
   m.def("openmp_version", []() { return static_cast<int>(_OPENMP); });

@@ -34,6 +34,17 @@ void linear_scan_backward_cpu(DType dtype, const void* gy, const void* a, const 
                               const void* carry, void* g, void* da, int64_t B, int64_t T,
                               bool reverse, bool time_major, int num_threads);
 
+// Generalised advantage estimation in one pass (float32/float64), [B, T] or time-major [T, B]:
+//   delta_t = r_t + gamma * (cont_t * V_{t+1} + cut_t) - V_t,   V_T = bootstrap
+//   adv_t   = delta_t + gamma * lam * cont_t * adv_{t+1},       adv_T = 0
+//   ret_t   = adv_t + V_t
+// cont (1 where the return flows from t+1 into t), cut (value added at truncations) and bootstrap
+// ([B]) may be null, meaning 1, 0 and 0. Reads r, V (and the optional inputs) once, writes adv
+// and ret once: the memory floor of the computation.
+void gae_cpu(DType dtype, const void* r, const void* v, const void* cont, const void* cut,
+             const void* bootstrap, void* adv, void* ret, int64_t B, int64_t T, double gamma,
+             double lam, bool time_major, int num_threads);
+
 // CUDA: launched on `stream` (a cudaStream_t passed as an integer) of the current device.
 // Returns an empty string on success, else the CUDA error text.
 const char* linear_scan_cuda(DType dtype, const void* x, const void* a, const void* carry,

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "scan/linear_scan.h"
 
@@ -26,6 +27,7 @@ namespace metakern {
 namespace {
 
 constexpr int64_t kSerialBelow = 1 << 15;  // elements: below this a thread team costs more than it saves
+constexpr int64_t kColBlock = 1024;        // columns per block in the time-major kernels
 
 template <typename S, int W> struct Vec {
   typedef S type __attribute__((vector_size(sizeof(S) * W)));
@@ -139,23 +141,71 @@ METAKERN_COL_KERNEL(col_f32_sse2, "sse2", float)
 METAKERN_COL_KERNEL(col_f64_sse2, "sse2", double)
 #undef METAKERN_COL_KERNEL
 
+// One column block [b0, b1) of time-major GAE (see run_gae_cols).
+template <typename S>
+inline __attribute__((always_inline)) void gae_block(const S* __restrict r, const S* __restrict v,
+                                                     const S* __restrict cont, const S* __restrict cut,
+                                                     const S* __restrict boot, S* __restrict adv, S* __restrict ret,
+                                                     int64_t B, int64_t T, int64_t b0, int64_t b1, S gamma, S gl) {
+  const int64_t n = b1 - b0;
+  alignas(64) S A[kColBlock];
+  alignas(64) S nv[kColBlock];
+  for (int64_t j = 0; j < n; ++j) {
+    A[j] = S(0);
+    nv[j] = boot ? boot[b0 + j] : S(0);
+  }
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t o = t * B + b0;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const S c = cont ? cont[o + j] : S(1);
+      const S extra = cut ? cut[o + j] : S(0);
+      const S vj = v[o + j];
+      A[j] = r[o + j] + gamma * (c * nv[j] + extra) - vj + gl * c * A[j];
+      adv[o + j] = A[j];
+      ret[o + j] = A[j] + vj;
+      nv[j] = vj;
+    }
+  }
+}
+
+template <typename S>
+using GaeColFn = void (*)(const S*, const S*, const S*, const S*, const S*, S*, S*, int64_t, int64_t, int64_t,
+                          int64_t, S, S);
+
+#define METAKERN_GAE_KERNEL(NAME, ISA, S)                                                              \
+  __attribute__((target(ISA))) void NAME(const S* r, const S* v, const S* cont, const S* cut, const S* boot, \
+                                         S* adv, S* ret, int64_t B, int64_t T, int64_t b0, int64_t b1, S g,  \
+                                         S gl) {                                                         \
+    gae_block<S>(r, v, cont, cut, boot, adv, ret, B, T, b0, b1, g, gl);                                  \
+  }
+METAKERN_GAE_KERNEL(gae_f32_avx512, "avx512f,fma", float)
+METAKERN_GAE_KERNEL(gae_f64_avx512, "avx512f,fma", double)
+METAKERN_GAE_KERNEL(gae_f32_avx2, "avx2,fma", float)
+METAKERN_GAE_KERNEL(gae_f64_avx2, "avx2,fma", double)
+METAKERN_GAE_KERNEL(gae_f32_sse2, "sse2", float)
+METAKERN_GAE_KERNEL(gae_f64_sse2, "sse2", double)
+#undef METAKERN_GAE_KERNEL
+
 struct Kernels {
   RowFn32 row_f32;
   RowFn64 row_f64;
   ColFn32 col_f32;
   ColFn64 col_f64;
+  GaeColFn<float> gae_col_f32;
+  GaeColFn<double> gae_col_f64;
   const char* isa;
 };
 
 Kernels pick_kernels() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
-    return {row_f32_avx512, row_f64_avx512, col_f32_avx512, col_f64_avx512, "avx512"};
+    return {row_f32_avx512, row_f64_avx512, col_f32_avx512, col_f64_avx512, gae_f32_avx512, gae_f64_avx512, "avx512"};
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return {row_f32_avx2, row_f64_avx2, col_f32_avx2, col_f64_avx2, "avx2"};
+    return {row_f32_avx2, row_f64_avx2, col_f32_avx2, col_f64_avx2, gae_f32_avx2, gae_f64_avx2, "avx2"};
   }
-  return {row_f32_sse2, row_f64_sse2, col_f32_sse2, col_f64_sse2, "sse2"};
+  return {row_f32_sse2, row_f64_sse2, col_f32_sse2, col_f64_sse2, gae_f32_sse2, gae_f64_sse2, "sse2"};
 }
 
 const Kernels& kernels() {
@@ -192,9 +242,8 @@ void run_rows(RowFn row, const void* xv, const void* av, const void* cv, void* y
   for (int64_t b = 0; b < B; ++b) row(x + b * T, a + b * T, y + b * T, c[b], T, reverse);
 }
 
-// Time-major: each thread takes a contiguous slice of columns (rounded to whole cache lines) and
-// walks all T steps over it, keeping the slice's carries in a small buffer that stays in L1.
-constexpr int64_t kColBlock = 1024;
+// Time-major: each thread takes a contiguous slice of kColBlock columns and walks all T steps over
+// it, keeping the slice's carries in a small buffer that stays in L1.
 
 template <typename S, typename ColFn>
 void run_cols(ColFn col, const void* xv, const void* av, const void* cv, void* yv, int64_t B, int64_t T,
@@ -306,7 +355,80 @@ void run_backward(RowFn row, ColFn col, const void* gy, const void* a, const voi
   }
 }
 
+// GAE, batch-major: per row, delta and the scan coefficients go to a row buffer (in L1/L2), the
+// SIMD row scan turns them into advantages, and the returns follow on the same cache lines.
+template <typename S, typename RowFn>
+void run_gae_rows(RowFn row, const S* r, const S* v, const S* cont, const S* cut, const S* boot, S* adv, S* ret,
+                  int64_t B, int64_t T, S gamma, S gl, int num_threads) {
+  const int nt = team_size(num_threads, B, T);
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<S> buf(2 * static_cast<size_t>(T));
+    S* delta = buf.data();
+    S* coef = delta + T;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t o = b * T;
+      const S* rv = r + o;
+      const S* vv = v + o;
+      for (int64_t t = 0; t < T; ++t) {
+        const S nv = t + 1 < T ? vv[t + 1] : (boot ? boot[b] : S(0));
+        const S c = cont ? cont[o + t] : S(1);
+        const S extra = cut ? cut[o + t] : S(0);
+        delta[t] = rv[t] + gamma * (c * nv + extra) - vv[t];
+        coef[t] = gl * c;
+      }
+      row(delta, coef, adv + o, S(0), T, true);
+      for (int64_t t = 0; t < T; ++t) ret[o + t] = adv[o + t] + vv[t];
+    }
+  }
+}
+
+// GAE, time-major: each column block sweeps t = T-1 .. 0 with the running advantage and the next
+// value in L1 buffers; the inner loop over columns vectorises (ISA picked at run time, as above).
+template <typename S>
+void run_gae_cols(GaeColFn<S> block, const S* r, const S* v, const S* cont, const S* cut, const S* boot, S* adv,
+                  S* ret, int64_t B, int64_t T, S gamma, S gl, int num_threads) {
+  const int64_t blocks = (B + kColBlock - 1) / kColBlock;
+  const int nt = static_cast<int>(std::min<int64_t>(team_size(num_threads, B, T), blocks));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t k = 0; k < blocks; ++k) {
+    block(r, v, cont, cut, boot, adv, ret, B, T, k * kColBlock, std::min(B, (k + 1) * kColBlock), gamma, gl);
+  }
+}
+
+template <typename S, typename RowFn>
+void run_gae(RowFn row, GaeColFn<S> col, const void* r, const void* v, const void* cont, const void* cut, const void* boot,
+             void* adv, void* ret, int64_t B, int64_t T, double gamma, double lam, bool time_major, int nt) {
+  auto p = [](const void* q) { return static_cast<const S*>(q); };
+  const S g = static_cast<S>(gamma);
+  const S gl = static_cast<S>(gamma * lam);
+  if (time_major) {
+    run_gae_cols<S>(col, p(r), p(v), p(cont), p(cut), p(boot), static_cast<S*>(adv), static_cast<S*>(ret), B, T, g,
+                    gl, nt);
+  } else {
+    run_gae_rows<S>(row, p(r), p(v), p(cont), p(cut), p(boot), static_cast<S*>(adv), static_cast<S*>(ret), B, T,
+                    g, gl, nt);
+  }
+}
+
 }  // namespace
+
+void gae_cpu(DType dtype, const void* r, const void* v, const void* cont, const void* cut,
+             const void* bootstrap, void* adv, void* ret, int64_t B, int64_t T, double gamma,
+             double lam, bool time_major, int num_threads) {
+  const Kernels& k = kernels();
+  switch (dtype) {
+    case DType::Float32:
+      return run_gae<float>(k.row_f32, k.gae_col_f32, r, v, cont, cut, bootstrap, adv, ret, B, T, gamma, lam, time_major,
+                            num_threads);
+    case DType::Float64:
+      return run_gae<double>(k.row_f64, k.gae_col_f64, r, v, cont, cut, bootstrap, adv, ret, B, T, gamma, lam, time_major,
+                             num_threads);
+    default:
+      throw std::invalid_argument("gae_cpu: float32 and float64 only");
+  }
+}
 
 void linear_scan_backward_cpu(DType dtype, const void* gy, const void* a, const void* y,
                               const void* carry, void* g, void* da, int64_t B, int64_t T,

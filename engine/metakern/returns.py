@@ -11,10 +11,11 @@ then follows it, and the indices below read ``[t, :]``):
   state was not terminal. Step t + 1 then belongs to a new episode, so the return does not flow
   across the cut; instead, if ``final_values[:, t]`` (the value of the final observation the cut
   episode reached) is given, it is bootstrapped from; without it the cut acts like a termination.
-* ``bootstrap[:, ]`` (``[B]``) is the value of the state after the last step, used unless step
+* ``bootstrap`` (``[B]``) is the value of the state after the last step, used unless step
   T - 1 ended the episode.
-* masks may be bool, integer or float tensors; values, rewards, bootstrap and final_values share
-  one floating dtype and device. A step both terminated and truncated counts as terminated.
+* masks may be bool, integer or float tensors (constants: they are not differentiated); values,
+  rewards, bootstrap and final_values share one floating dtype and device. A step both terminated
+  and truncated counts as terminated.
 * bf16/fp16 inputs are computed on in float32 (discounts like 0.99 are not representable in 16
   bits); results come back in the inputs' dtype.
 
@@ -29,6 +30,7 @@ from typing import NamedTuple
 import torch
 
 from . import _validate
+from .ops.gae import gae_op
 from .ops.scan import coefficient_dtype, linear_scan, shifted
 
 
@@ -61,7 +63,7 @@ def _mask(name: str, m: object, rewards: torch.Tensor) -> torch.Tensor | None:
         raise TypeError(f"{name}: expected a bool, integer or real tensor, got {m.dtype}")
     _validate.same_device(name, m, "rewards", rewards)
     _validate.shape(name, m, tuple(rewards.shape), "of rewards")
-    return m.to(coefficient_dtype(rewards.dtype)).contiguous()
+    return m.detach().to(coefficient_dtype(rewards.dtype)).contiguous()  # masks are constants
 
 
 class _Episodes(NamedTuple):
@@ -186,11 +188,8 @@ def gae(
     ro = _prepare(rewards, values, dones, truncations, bootstrap, final_values, time_major)
     gamma = _validate.real("gamma", gamma, low=0.0, high=1.0)
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
-    v = ro.values
-    next_v = _add(_mul(ro.ep.cont, _next_values(v, ro.bootstrap, time_major)), ro.ep.cut_value)
-    delta = ro.rewards + gamma * next_v - v
-    adv = linear_scan(delta, _decay(gamma * lam, ro.ep), None, reverse=True, time_major=time_major)
-    return GAE(adv.to(ro.dtype), (adv + v).to(ro.dtype))
+    adv, ret = gae_op(ro.rewards, ro.values, ro.ep.cont, ro.ep.cut_value, ro.bootstrap, gamma, lam, time_major)
+    return GAE(adv.to(ro.dtype), ret.to(ro.dtype))
 
 
 def lambda_returns(
