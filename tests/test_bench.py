@@ -56,6 +56,9 @@ def test_registry_has_the_scan_family():
     assert "scan/linear_scan.fwd+bwd/B=64,T=4096" in ids
     for c in cases:
         names = [i.name for i in c.impls]
+        assert c.baseline in names  # every case can report its speed-up
+        if c.family != "scan":
+            continue
         assert "reference" in names and "cpp" in names
         assert any(i.kind == "peer" for i in c.impls)
         assert c.items > 0 and c.bytes_moved > 0
@@ -218,3 +221,17 @@ def test_time_callable_shape_of_result():
     t = harness.time_callable(lambda: None, torch.device("cpu"), harness.QUICK)
     assert t.number >= 1 and harness.QUICK.min_repeats <= t.repeats <= harness.QUICK.max_repeats
     assert 0 < t.min_s <= t.median_s
+
+
+def test_oracle_cases_agree_with_their_torch_func_baselines():
+    """The oracle rows and the torch.func rows compute the same numbers (small sizes)."""
+    from metakern.bench import oracle as oracle_cases
+
+    inputs = oracle_cases._inputs(3, 5, 3, "cpu")
+    inputs["theta"] = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(
+        oracle_cases._meta_oracle(inputs)(), oracle_cases._meta_unrolled(inputs)(), rtol=1e-9, atol=1e-11
+    )
+    torch.testing.assert_close(
+        oracle_cases._hvp_oracle(inputs)(), oracle_cases._hvp_func(inputs)(), rtol=1e-9, atol=1e-11
+    )

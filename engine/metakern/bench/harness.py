@@ -21,7 +21,8 @@ Per implementation the harness records (``measure_case``):
 * ``floor_fraction``: the time of a plain device copy moving the case's ``bytes_moved`` (read
   ``bytes_moved / 2`` and write as many) divided by ``median_s``; 1.0 means as fast as moving
   the bytes every implementation must move once. The copy is also a row, backend ``copy``.
-* ``speedup``: the ``reference`` backend's median divided by this median.
+* ``speedup``: the baseline's median divided by this median (the ``reference`` backend unless
+  the case names another ``baseline``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Case:
     make_inputs: Callable[[], dict[str, Any]]
     impls: list[Impl] = field(default_factory=list)
     note: str = ""
+    baseline: str = "reference"  # the implementation ``speedup`` compares with
 
     @property
     def id(self) -> str:
@@ -483,7 +485,7 @@ class Runner:
         copy_timing, copy_mem = self._copy(case)
         if COPY in names:
             measured[COPY] = (None, copy_timing, copy_mem)
-        base = measured.get(BASELINE)
+        base = measured.get(case.baseline)
         records = []
         for name, (impl, timing, mem) in measured.items():
             records.append(
@@ -503,7 +505,7 @@ class Runner:
                     "items_per_s": case.items / timing.median_s,
                     "bytes_moved": case.bytes_moved,
                     "bytes_per_s": case.bytes_moved / timing.median_s,
-                    "baseline": BASELINE,
+                    "baseline": case.baseline,
                     "speedup": base[1].median_s / timing.median_s if base is not None else None,
                     "copy_s": copy_timing.median_s,
                     "floor_fraction": copy_timing.median_s / timing.median_s,
