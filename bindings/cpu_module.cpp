@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
+#include "oracle/tabular_oracle.h"
 #include "scan/linear_scan.h"
 
 namespace py = pybind11;
@@ -80,6 +81,29 @@ PYBIND11_MODULE(_C, m) {
       py::arg("bootstrap"), py::arg("advantages"), py::arg("returns"), py::arg("B"), py::arg("T"),
       py::arg("gamma"), py::arg("lam"), py::arg("time_major"), py::arg("num_threads") = 0,
       "one-pass GAE (cont, cut, bootstrap may be 0 = absent); see cpp/scan/linear_scan.h");
+
+  m.def(
+      "oracle_maml_meta_gradient",
+      [](std::uintptr_t P, std::uintptr_t R, std::uintptr_t init, std::uintptr_t theta0, int64_t B, int64_t S,
+         int64_t A, double gamma, double alpha, int64_t K, std::uintptr_t meta_grad, std::uintptr_t objective,
+         std::uintptr_t thetas, int num_threads) {
+        check_sizes(B, S);
+        check_sizes(A, K + 1);
+        if (!(gamma >= 0.0 && gamma < 1.0)) throw std::invalid_argument("metakern: gamma must be in [0, 1)");
+        for (auto [p, name] : {std::pair{P, "P"}, {R, "R"}, {init, "init"}, {theta0, "theta0"},
+                               {meta_grad, "meta_grad"}, {objective, "objective"}, {thetas, "thetas"}}) {
+          check_ptr(p, name);
+        }
+        py::gil_scoped_release release;
+        oracle_maml_meta_gradient_cpu(as_ptr<const double>(P), as_ptr<const double>(R), as_ptr<const double>(init),
+                                      as_ptr<const double>(theta0), B, S, A, gamma, alpha, K,
+                                      as_ptr<double>(meta_grad), as_ptr<double>(objective), as_ptr<double>(thetas),
+                                      num_threads);
+      },
+      py::arg("P"), py::arg("R"), py::arg("init"), py::arg("theta0"), py::arg("B"), py::arg("S"), py::arg("A"),
+      py::arg("gamma"), py::arg("alpha"), py::arg("K"), py::arg("meta_grad"), py::arg("objective"),
+      py::arg("thetas"), py::arg("num_threads") = 0,
+      "exact K-step MAML meta-gradients of tabular softmax policies, float64 (cpp/oracle/tabular_oracle.h)");
 
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });

@@ -4,7 +4,8 @@
 the gradient-bias study: S=20, A=5, gamma=0.8), by the closed-form reverse pass of exact HVPs
 (``oracle``) against the usual way to get them, differentiating through K unrolled exact solves
 with ``torch.func`` (``torch.func-unrolled``, the baseline). ``hvp``: one exact Hessian-vector
-product against ``torch.func`` forward-over-reverse through the solve. float64 regardless of
+product (torch linear algebra, ``oracle``) against ``torch.func`` forward-over-reverse through
+the solve. float64 regardless of
 ``--dtype``: the oracle is a float64 tool. ``bytes_moved`` is reading P and R once and writing
 the result once.
 """
@@ -87,7 +88,11 @@ def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
                 name=f"maml_meta_gradient.K={STEPS}",
                 bytes_moved=floor,
                 make_inputs=lambda B=B, S=S, A=A: _inputs(B, S, A, device),
-                impls=[Impl("oracle", _meta_oracle), Impl("torch.func-unrolled", _meta_unrolled, kind="peer")],
+                impls=[
+                    Impl("cpp", _meta_oracle, backend="cpp"),
+                    Impl("reference", _meta_oracle, backend="reference"),
+                    Impl("torch.func-unrolled", _meta_unrolled, kind="peer"),
+                ],
                 baseline="torch.func-unrolled",
                 note="items = tasks",
                 **common,

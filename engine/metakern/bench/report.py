@@ -123,7 +123,8 @@ def format_table(records: Sequence[Record]) -> str:
 
 
 LEGEND = (
-    "time: median per call; vs ref: speed-up over the reference backend (the same median ratio);\n"
+    "time: median per call; vs ref: speed-up over the case's baseline, the reference backend unless the\n"
+    "case names another (oracle cases: torch.func through the solves);\n"
     "floor: time of a device copy moving the case's bytes (inputs read + outputs written once) / time\n"
     "(1 = at the memory floor); peak mem: peak above the pre-call baseline during one call, outputs included."
 )
