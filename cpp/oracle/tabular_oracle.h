@@ -8,7 +8,11 @@
 // I - gamma P_pi is strictly row diagonally dominant for gamma < 1, so its LU factorisation needs
 // no pivoting: every task runs the same instructions, and the kernel processes tasks in SIMD
 // lanes (8 doubles per vector), structure-of-arrays, one group of 8 tasks per OpenMP work item.
-// Cost per task: (K+1) * (S^3/3 + 4 S^2 A) + K * (6 S^2 A) flops; memory: P read once per group.
+// Cost per task: (K+1) * (S^3/3 + 4 S^2 A) + K * (6 S^2 A) flops. Measured limit (perf, 2-core
+// EPYC): a group's P (8 tasks x S*A*S doubles = 128 KiB at S=20, A=5) does not fit in L1, and it is
+// streamed from L2 twice per evaluation and once per HVP; at K = 3 that streaming is most of the
+// ~65 us a group takes. Faster needs a blocking that keeps a slice of P in L1 across passes (or
+// fewer tasks per group with narrower vectors).
 #pragma once
 #include <cstdint>
 

@@ -81,33 +81,30 @@ struct Group {
   // The routines below take raw pointers first: the vector type may alias anything, so indexing the
   // VBufs directly would make the compiler reload their data pointers after every store.
 
-  // x = M b, with M = (LU)^{-1} (L unit lower, U upper, stored together in lu). Column-oriented:
-  // once x_j is known it is eliminated from every later row at once (independent updates).
+  // sum_{j in [j0, j1)} row[j * stride] x[j], with four partial sums (loads only, short chains).
+  MK_INLINE vd dot(const vd* row, int64_t stride, const vd* x, int64_t j0, int64_t j1) const {
+    vd a0 = splat(0.0), a1 = splat(0.0), a2 = splat(0.0), a3 = splat(0.0);
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) {
+      a0 += row[j * stride] * x[j];
+      a1 += row[(j + 1) * stride] * x[j + 1];
+      a2 += row[(j + 2) * stride] * x[j + 2];
+      a3 += row[(j + 3) * stride] * x[j + 3];
+    }
+    for (; j < j1; ++j) a0 += row[j * stride] * x[j];
+    return (a0 + a1) + (a2 + a3);
+  }
+
+  // x = M b, with M = (LU)^{-1} (L unit lower, U upper, stored together in lu).
   MK_INLINE void solve(const vd* lu, const vd* b, vd* x) const {
-    for (int64_t i = 0; i < S; ++i) x[i] = b[i];
-    for (int64_t j = 0; j < S; ++j) {
-      const vd xj = x[j];
-      for (int64_t i = j + 1; i < S; ++i) x[i] -= lu[i * S + j] * xj;
-    }
-    for (int64_t j = S - 1; j >= 0; --j) {
-      const vd xj = x[j] / lu[j * S + j];
-      x[j] = xj;
-      for (int64_t i = 0; i < j; ++i) x[i] -= lu[i * S + j] * xj;
-    }
+    for (int64_t i = 0; i < S; ++i) x[i] = b[i] - dot(lu + i * S, 1, x, 0, i);
+    for (int64_t i = S - 1; i >= 0; --i) x[i] = (x[i] - dot(lu + i * S, 1, x, i + 1, S)) / lu[i * S + i];
   }
 
   // x = M^T b: (LU)^T = U^T L^T, so solve with U^T (lower, non-unit) then L^T (upper, unit).
   MK_INLINE void solve_transposed(const vd* lu, const vd* b, vd* x) const {
-    for (int64_t i = 0; i < S; ++i) x[i] = b[i];
-    for (int64_t j = 0; j < S; ++j) {
-      const vd xj = x[j] / lu[j * S + j];
-      x[j] = xj;
-      for (int64_t i = j + 1; i < S; ++i) x[i] -= lu[j * S + i] * xj;
-    }
-    for (int64_t j = S - 1; j >= 0; --j) {
-      const vd xj = x[j];
-      for (int64_t i = 0; i < j; ++i) x[i] -= lu[j * S + i] * xj;
-    }
+    for (int64_t i = 0; i < S; ++i) x[i] = (b[i] - dot(lu + i, S, x, 0, i)) / lu[i * S + i];
+    for (int64_t i = S - 1; i >= 0; --i) x[i] = x[i] - dot(lu + i, S, x, i + 1, S);
   }
 
   // out[s*A + a] = sum_t P[s, a, t] x[t] for all (s, a): contiguous rows of P, four partial sums
@@ -130,14 +127,13 @@ struct Group {
     }
   }
 
-  // out[t] = scale * sum_i w[i] P_rows[i, t] over `rows` rows of P (default: the A rows of one
-  // state), four columns at a time in registers so that each output is stored once.
-  MK_INLINE void combine_rows(const vd* w, const vd* P_rows, double scale, vd* out, int64_t rows = -1) const {
-    if (rows < 0) rows = A;
+  // out[t] = scale * sum_a w[a] P_rows[a, t] over the A rows of one state, four columns at a time in
+  // registers so that each output is stored once.
+  MK_INLINE void combine_rows(const vd* w, const vd* P_rows, double scale, vd* out) const {
     int64_t t = 0;
     for (; t + 4 <= S; t += 4) {
       vd a0 = splat(0.0), a1 = splat(0.0), a2 = splat(0.0), a3 = splat(0.0);
-      for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t i = 0; i < A; ++i) {
         const vd wi = w[i];
         const vd* Pr = P_rows + i * S + t;
         a0 += wi * Pr[0];
@@ -152,7 +148,7 @@ struct Group {
     }
     for (; t < S; ++t) {
       vd acc = splat(0.0);
-      for (int64_t i = 0; i < rows; ++i) acc += w[i] * P_rows[i * S + t];
+      for (int64_t i = 0; i < A; ++i) acc += w[i] * P_rows[i * S + t];
       out[t] = scale * acc;
     }
   }
@@ -187,13 +183,12 @@ struct Group {
       for (int64_t a = 0; a < A; ++a) r += ps[a] * Rd[s * A + a];
       r_pi[s] = r;
     }
-    for (int64_t k = 0; k < S; ++k) {  // LU without pivoting (diagonally dominant)
-      const vd inv = 1.0 / lu[k * S + k];
-      for (int64_t i = k + 1; i < S; ++i) {
-        const vd l = lu[i * S + k] * inv;
-        lu[i * S + k] = l;
-        for (int64_t j = k + 1; j < S; ++j) lu[i * S + j] -= l * lu[k * S + j];
-      }
+    // LU without pivoting (diagonally dominant), row by row: every entry is computed once from a
+    // dot product of the finished rows above it (loads only, no read-modify-write per step).
+    for (int64_t i = 0; i < S; ++i) {
+      vd* row = lu + i * S;
+      for (int64_t j = 0; j < i; ++j) row[j] = (row[j] - dot(lu + j, S, row, 0, j)) / lu[j * S + j];
+      for (int64_t j = i; j < S; ++j) row[j] -= dot(lu + j, S, row, 0, i);
     }
     solve(lu, r_pi, V);
     solve_transposed(lu, init_d, e.d.data());
@@ -245,13 +240,31 @@ struct Group {
       u[s] = us;
     }
     solve(lu, u, dV);
-    vd* w = pdv;  // rhs = gamma * (dP_pi)^T d = sum over (s, a) of w[s, a] P[s, a, :]
+    // One pass over P for both products: pdv = P dV and rhs = gamma (dP_pi)^T d, i.e. the sum over
+    // (s, a) of gamma d[s] dpi[s, a] P[s, a, :] (P streams from L2; dV and rhs stay in L1).
+    for (int64_t t = 0; t < S; ++t) rhs[t] = splat(0.0);
     for (int64_t s = 0; s < S; ++s) {
-      for (int64_t a = 0; a < A; ++a) w[s * A + a] = gamma * d[s] * dpi[s * A + a];
+      for (int64_t a = 0; a < A; ++a) {
+        const int64_t i = s * A + a;
+        const vd* Pr = Pd + i * S;
+        const vd w = gamma * d[s] * dpi[i];
+        vd acc0 = splat(0.0), acc1 = splat(0.0);
+        int64_t t = 0;
+        for (; t + 2 <= S; t += 2) {
+          const vd p0 = Pr[t], p1 = Pr[t + 1];
+          acc0 += p0 * dV[t];
+          acc1 += p1 * dV[t + 1];
+          rhs[t] += w * p0;
+          rhs[t + 1] += w * p1;
+        }
+        for (; t < S; ++t) {
+          acc0 += Pr[t] * dV[t];
+          rhs[t] += w * Pr[t];
+        }
+        pdv[i] = acc0 + acc1;
+      }
     }
-    combine_rows(w, Pd, 1.0, rhs, S * A);
     solve_transposed(lu, rhs, dd);
-    apply_P(dV, pdv);
     for (int64_t s = 0; s < S; ++s) {
       for (int64_t a = 0; a < A; ++a) {
         const int64_t i = s * A + a;
