@@ -12,13 +12,19 @@ Notation as in the spec: l_t = logp[:, t], c_t = sum_{k<=t} l_k, box(x) = exp(x 
     loaded_dice      sum_t gamma^t A_t (box(w_t) - box(w_t - l_t)),
                      w_t = lam w_{t-1} + l_t                                 (Farquhar et al. 2019)
     lvc              sum_t box(l_t) gamma^t G_t                             (ProMP; biased Hessian)
+    taypo            TayPO-K, O(K T) elementary-symmetric recurrence         (Tang et al. 2021)
+    doubly_robust    the DR / V-trace / truncated-IS recursion               (Tang et al. Alg. 2)
+    off_policy_dice  DiCE weighted by exp(c_t - stop_grad(c^mu_t))           (Liu et al. 2022)
 
 These rows follow the formulas of the papers (see shared/spec/estimators.md section 1); the
 reference code of each paper is the source of the conventions (gamma^t weighting, A_t given by
-the caller). Done masks and off-policy ratios belong to the fused ops and are not modelled here.
+the caller). Off-policy estimators take the behaviour policy's log-probabilities as well. Done
+masks belong to the fused ops and are not modelled here: one row is one trajectory.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -82,3 +88,80 @@ def lvc(logp: torch.Tensor, returns: torch.Tensor, gamma: float) -> torch.Tensor
     H12 cross terms (biased, also on-policy)."""
     discount, _ = _check(logp, {"returns": returns}, gamma)
     return (magic_box(logp) * discount * returns).sum(1).mean()
+
+
+def _ratios_log(logp: torch.Tensor, behaviour_logp: torch.Tensor) -> torch.Tensor:
+    """log rho_t = l_t - stop_grad(behaviour l_t): differentiable in logp only."""
+    return logp - behaviour_logp.detach()
+
+
+def taypo(
+    logp: torch.Tensor,
+    behaviour_logp: torch.Tensor,
+    returns: torch.Tensor,
+    values: torch.Tensor,
+    gamma: float,
+    order: int,
+) -> torch.Tensor:
+    """TayPO-K (Tang et al. 2021): sum_{k=1..K} U_k with
+    U_k = sum_{t_1 < ... < t_k} gamma^{t_k} prod_i (rho_{t_i} - 1) stop_grad(G_{t_k} - V_{t_k}),
+    computed in O(K T) by the elementary-symmetric recurrence over x_t = rho_t - 1:
+    E_0(t) = 1, E_k(t) = E_k(t-1) + x_t E_{k-1}(t-1), U_k = sum_t gamma^t A_t x_t E_{k-1}(t-1).
+    (The constant V_0 term is omitted: it has no derivatives.) On-policy (behaviour = logp) its
+    derivatives are unbiased up to order K; K = 1 has LVC's Hessian."""
+    discount, _ = _check(logp, {"behaviour_logp": behaviour_logp, "returns": returns, "values": values}, gamma)
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"order: expected a positive int, got {order!r}")
+    x = torch.exp(_ratios_log(logp, behaviour_logp)) - 1
+    adv = discount * (returns - values).detach()
+    E = [torch.ones_like(x[:, 0])] + [torch.zeros_like(x[:, 0]) for _ in range(order)]  # E_k(t-1)
+    total = torch.zeros_like(x[:, 0])
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        total = total + adv[:, t] * xt * sum(E[k - 1] for k in range(1, order + 1))
+        E = [E[0]] + [E[k] + xt * E[k - 1] for k in range(1, order + 1)]
+    return total.mean()
+
+
+def doubly_robust(
+    logp: torch.Tensor,
+    behaviour_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    gamma: float,
+    *,
+    rho_max: float = float("inf"),
+    c_max: float = float("inf"),
+) -> torch.Tensor:
+    """The off-policy evaluation recursion of Tang et al. (Alg. 2), v_0 averaged over the batch:
+    v_t = V_t + min(rho_t, rho_max) (r_t + gamma V_{t+1} - V_t) + gamma min(rho_t, c_max) (v_{t+1} - V_{t+1}),
+    V_T = v_T = 0. No truncation: doubly robust (= Loaded DiCE with lambda = 1); V = 0 as well:
+    step-wise importance sampling (= DiCE); rho_max = c_max = 1: V-trace / truncated IS. Ratios are
+    formed in log space and clipped there, so they never overflow."""
+    _check(logp, {"behaviour_logp": behaviour_logp, "rewards": rewards, "values": values}, gamma)
+    rho_max = _validate.real("rho_max", rho_max, low=0.0)
+    c_max = _validate.real("c_max", c_max, low=0.0)
+    log_rho = _ratios_log(logp, behaviour_logp)
+
+    def clipped(bar: float) -> torch.Tensor:
+        return torch.exp(log_rho) if bar == float("inf") else torch.exp(torch.clamp(log_rho, max=math.log(bar)))
+
+    rho, c = clipped(rho_max), clipped(c_max)
+    v_next = torch.zeros_like(logp[:, 0])
+    V_next = torch.zeros_like(logp[:, 0])
+    for t in range(logp.shape[1] - 1, -1, -1):
+        V_t = values[:, t]
+        v_next = V_t + rho[:, t] * (rewards[:, t] + gamma * V_next - V_t) + gamma * c[:, t] * (v_next - V_next)
+        V_next = V_t
+    return v_next.mean()
+
+
+def off_policy_dice(
+    logp: torch.Tensor, behaviour_logp: torch.Tensor, rewards: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """Off-policy DiCE (Liu et al. 2022, IPD): sum_t exp(c_t - stop_grad(c^mu_t)) gamma^t r_t with
+    c and c^mu the cumulative current and behaviour log-probabilities: DiCE's derivatives, importance
+    weighted to the behaviour policy's samples. Equals ``dice`` when behaviour = logp."""
+    discount, _ = _check(logp, {"behaviour_logp": behaviour_logp, "rewards": rewards}, gamma)
+    weight = torch.exp(torch.cumsum(logp, 1) - torch.cumsum(behaviour_logp, 1).detach())
+    return (weight * discount * rewards).sum(1).mean()
