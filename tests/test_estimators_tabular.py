@@ -60,3 +60,13 @@ def test_bad_inputs():
         tabular_derivatives("dice", theta, states, actions, v, signal[:, :3], 0.9)
     with pytest.raises(TypeError, match="states: expected"):
         tabular_derivatives("dice", theta, states.double(), actions, v, signal, 0.9)
+
+
+@pytest.mark.parametrize(("name", "lam"), CASES)
+def test_cpp_kernel_is_deterministic(name, lam):
+    theta, states, actions, signal, v = problem(B=37, T=50, S=6, A=4, seed=9)
+    with metakern.use_backend("cpp"):
+        first = tabular_derivatives(name, theta, states, actions, v, signal, 0.97, lam)
+        for _ in range(3):
+            again = tabular_derivatives(name, theta, states, actions, v, signal, 0.97, lam)
+            assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))

@@ -1,9 +1,9 @@
 """Benchmark cases of the estimator derivatives (``metakern.estimators.tabular``).
 
 Gradient + Hessian-vector product of the DiCE and Loaded DiCE objectives for a tabular softmax
-policy at issue 3's size (B=1024 trajectories, T=200, S=20, A=5, float64): the closed forms
-(scans and per-state sums, ``closed-form``) against autograd double backward through the
-reference objective (``autograd``, the baseline).
+policy at issue 3's size (B=1024 trajectories, T=200, S=20, A=5, float64): the closed forms, by
+the C++ kernel (``cpp``) and by scans and per-state sums (``reference``), against autograd double
+backward through the reference objective (``autograd``, the baseline).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
                 bytes_moved=(4 * B * T) * 8 + 2 * B * T * 8,  # states, actions, signal read; 2 [S, A] out
                 make_inputs=lambda: _inputs(device),
                 impls=[
-                    Impl("closed-form", _closed_form(name, lam)),
+                    Impl("cpp", _closed_form(name, lam), backend="cpp"),
+                    Impl("reference", _closed_form(name, lam), backend="reference"),
                     Impl("autograd", _autograd(name, lam), kind="peer"),
                 ],
                 baseline="autograd",

@@ -17,8 +17,10 @@ and for the softmax, grad l_t = e_{s_t} (e_{a_t} - pi_{s_t}), u_t = v[s_t, a_t] 
                  F_j = lam F_{j-1} + u_j,  R_j = a_j u_j + lam R_{j+1}
     lvc          g_k = gamma^k G_k                    y_j = g_j u_j
 
-Every sum over time is a ``metakern.linear_scan`` (C++/CUDA/Triton kernels), and the per-step
-terms are gathered and scattered per state.
+On CPU in float64 the C++ kernel (cpp/estimators) makes one or two passes per trajectory and sums
+g and y per (s, a) and per s; elsewhere every sum over time is a ``metakern.linear_scan`` and the
+per-step terms are gathered and scattered per state (``metakern.use_backend("reference")`` forces
+that path on CPU too).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _validate
+from .. import _backend, _validate
 from ..ops.scan import linear_scan
 
 ESTIMATORS = ("dice", "loaded_dice", "lvc")
@@ -87,10 +89,13 @@ def tabular_derivatives(
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     B, T = states.shape
     S, A = theta.shape
-    s_flat = states.long().reshape(-1)
-    sa_flat = s_flat * A + actions.long().reshape(-1)  # index of (s_t, a_t) in theta.reshape(-1)
     pi = torch.softmax(theta, dim=-1)  # [S, A]
     pv = (pi * v).sum(-1)  # <pi_s, v_s>, [S]
+    if theta.device.type == "cpu" and theta.dtype == torch.float64:
+        if _backend.select("estimators", "cpu", preference=("cpp",)) == "cpp":
+            return _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam)
+    s_flat = states.long().reshape(-1)
+    sa_flat = s_flat * A + actions.long().reshape(-1)  # index of (s_t, a_t) in theta.reshape(-1)
     u = (v.reshape(-1).take(sa_flat) - pv.take(s_flat)).reshape(B, T)  # grad l_t . v
     discount = gamma ** torch.arange(T, dtype=theta.dtype, device=theta.device)
     weighted = (discount * signal).contiguous()  # gamma^t * signal_t
@@ -110,15 +115,37 @@ def tabular_derivatives(
         g = weighted
         y = weighted * u
 
-    # sum_t c_t grad l_t = (sum of c at each (s, a)) - (sum of c over visits of s) pi_s
     def per_state(c: torch.Tensor) -> torch.Tensor:
         return torch.bincount(s_flat, weights=c.reshape(-1), minlength=S)
 
-    def assemble(c: torch.Tensor) -> torch.Tensor:
-        at = torch.bincount(sa_flat, weights=c.reshape(-1), minlength=S * A).reshape(S, A)
-        return at - per_state(c)[:, None] * pi
+    def at_sum(c: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(sa_flat, weights=c.reshape(-1), minlength=S * A).reshape(S, A)
 
-    grad = assemble(g) / B
-    second = per_state(g)[:, None] * (pi * v - pi * pv[:, None])  # -sum_t g_t (grad^2 l_t) v
-    hvp = (assemble(y) - second) / B
-    return Derivatives(value, grad, hvp)
+    return _assemble(value, at_sum(g), per_state(g), at_sum(y), per_state(y), pi, v, pv, B)
+
+
+def _assemble(value, at_g, st_g, at_y, st_y, pi, v, pv, B) -> Derivatives:
+    """grad and H v from the per-(s, a) and per-s sums of g and y: sum_t c_t grad l_t is the sum of c
+    at each (s, a) minus the sum of c over the visits of s times pi_s (module docstring)."""
+    grad = at_g - st_g[:, None] * pi
+    second = st_g[:, None] * (pi * v - pi * pv[:, None])  # -sum_t g_t (grad^2 l_t) v
+    hvp = at_y - st_y[:, None] * pi - second
+    return Derivatives(value, grad / B, hvp / B)
+
+
+_CODES = {"dice": 0, "loaded_dice": 1, "lvc": 2}
+
+
+def _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam) -> Derivatives:
+    B, T = states.shape
+    S, A = pi.shape
+    states, actions = states.long().contiguous(), actions.long().contiguous()
+    v, pv, signal = v.contiguous(), pv.contiguous(), signal.contiguous()
+    at_g, at_y = pi.new_empty(S, A), pi.new_empty(S, A)
+    st_g, st_y, total = pi.new_empty(S), pi.new_empty(S), pi.new_empty(())
+    _backend.cpp_module().tabular_estimator_terms(
+        _CODES[estimator], v.data_ptr(), pv.data_ptr(), states.data_ptr(), actions.data_ptr(), signal.data_ptr(),
+        B, T, S, A, gamma, lam, at_g.data_ptr(), st_g.data_ptr(), at_y.data_ptr(), st_y.data_ptr(),
+        total.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    return _assemble(total / B, at_g, st_g, at_y, st_y, pi, v, pv, B)
