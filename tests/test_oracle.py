@@ -167,3 +167,26 @@ def test_raw_oracle_binding_rejects_bad_arguments():
         C.oracle_maml_meta_gradient(p, p, p, p, 1, 2, 2, 1.0, 1.0, 1, p, p, p)
     with pytest.raises(ValueError, match="null pointer for P"):
         C.oracle_maml_meta_gradient(0, p, p, p, 1, 2, 2, 0.5, 1.0, 1, p, p, p)
+
+
+def test_sampled_returns_match_the_exact_finite_horizon_value():
+    mdp = O.random_mdps(3, 5, 3, gamma=0.9, concentration=0.5, seed=4)
+    theta = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    T, N = 8, 20000
+    traj = O.sample_trajectories(mdp, theta, N, T, seed=3)
+    assert traj.states.shape == (3, N, T) and traj.actions.max() < 3 and traj.states.max() < 5
+    returns = (traj.rewards * 0.9 ** torch.arange(T, dtype=torch.float64)).sum(-1)  # [B, N]
+    exact = O.finite_horizon_value(mdp, theta, T)
+    stderr = returns.std(dim=1) / N**0.5
+    assert ((returns.mean(1) - exact).abs() < 4 * stderr).all()
+    torch.testing.assert_close(
+        traj.logp, torch.log_softmax(theta, -1)[torch.arange(3)[:, None, None], traj.states, traj.actions]
+    )
+    again = O.sample_trajectories(mdp, theta, N, T, seed=3)
+    assert torch.equal(again.states, traj.states) and torch.equal(again.actions, traj.actions)
+
+
+def test_finite_horizon_value_tends_to_the_infinite_horizon_value():
+    mdp = O.random_mdps(2, 6, 3, gamma=0.8, seed=5)
+    theta = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(O.finite_horizon_value(mdp, theta, 400), O.evaluate(mdp, theta).objective)

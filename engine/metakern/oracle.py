@@ -260,3 +260,58 @@ def maml_meta_gradient(mdp: TabularMDP, theta0: torch.Tensor, alpha: float, step
     for k in reversed(range(steps)):
         v = v + alpha * hvp(mdp, thetas[k], v, evals[k])
     return MetaGradient(v, last.objective, thetas)
+
+
+class Trajectories(NamedTuple):
+    """N sampled trajectories of T steps per task: [B, N, T] each."""
+
+    states: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor  # R[s_t, a_t] (the MDPs' rewards are expected rewards)
+    logp: torch.Tensor  # log pi(a_t | s_t) under the sampling policy
+
+
+def _categorical(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws: index of the first cumulative probability above ``uniform`` (rows of probs)."""
+    cdf = torch.cumsum(probs, dim=-1)
+    idx = torch.searchsorted(cdf, (uniform * cdf[..., -1]).unsqueeze(-1)).squeeze(-1)
+    return idx.clamp_max(probs.shape[-1] - 1)
+
+
+def finite_horizon_value(mdp: TabularMDP, theta: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Exact E[sum_{t<T} gamma^t r_t] [B] under softmax(theta), by T steps of dynamic programming."""
+    theta = _check_theta(mdp, theta)
+    pi = torch.softmax(theta, dim=-1)
+    P_pi = torch.einsum("bsa,bsat->bst", pi, mdp.P)
+    r_pi = (pi * mdp.R).sum(-1)
+    V = torch.zeros_like(r_pi)
+    for _ in range(horizon):
+        V = r_pi + mdp.gamma * torch.einsum("bst,bt->bs", P_pi, V)
+    return (mdp.init * V).sum(-1)
+
+
+def sample_trajectories(
+    mdp: TabularMDP, theta: torch.Tensor, num_trajectories: int, horizon: int, *, seed: int = 0
+) -> Trajectories:
+    """Roll out softmax(theta) in every task: N trajectories of T steps each, vectorised over tasks
+    and trajectories (one loop over time), seeded and reproducible."""
+    theta = _check_theta(mdp, theta)
+    for name, value in (("num_trajectories", num_trajectories), ("horizon", horizon)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    B, S, _ = theta.shape
+    N, T = num_trajectories, horizon
+    g = torch.Generator(device=theta.device).manual_seed(seed)
+    log_pi = torch.log_softmax(theta, dim=-1)
+    tasks = torch.arange(B, device=theta.device)[:, None].expand(B, N)
+    uniform = torch.rand(2 * T + 1, B, N, generator=g, dtype=theta.dtype, device=theta.device)
+    s = _categorical(mdp.init[:, None, :].expand(B, N, S), uniform[0])
+    out = {k: [] for k in Trajectories._fields}
+    for t in range(T):
+        a = _categorical(log_pi[tasks, s].exp(), uniform[1 + 2 * t])
+        out["states"].append(s)
+        out["actions"].append(a)
+        out["rewards"].append(mdp.R[tasks, s, a])
+        out["logp"].append(log_pi[tasks, s, a])
+        s = _categorical(mdp.P[tasks, s, a], uniform[2 + 2 * t])
+    return Trajectories(*(torch.stack(out[k], dim=-1) for k in Trajectories._fields))
