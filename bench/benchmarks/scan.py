@@ -120,7 +120,7 @@ class Ratios:
         def build():
             c = _case(case, shape, device)
             name = _impl(c, impl).name
-            c.impls = [i for i in c.impls if i.name in (harness.BASELINE, name)]
+            c.impls = [i for i in c.impls if i.name in (c.baseline, name)]
             runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
             return {r["backend"]: r for r in runner.measure_case(c)}[name]
 

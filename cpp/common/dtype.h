@@ -84,18 +84,8 @@ inline uint16_t float_to_f16(float f) {
   return sign | static_cast<uint16_t>(r);
 }
 
-// Load/store between a storage type and its accumulator type (float for 16-bit types).
+// Load/store between 16-bit storage and its float accumulator (float32/float64 need no conversion).
 template <typename S> struct Storage;
-template <> struct Storage<float> {
-  using acc = float;
-  static acc load(const float* p) { return *p; }
-  static void store(float* p, acc v) { *p = v; }
-};
-template <> struct Storage<double> {
-  using acc = double;
-  static acc load(const double* p) { return *p; }
-  static void store(double* p, acc v) { *p = v; }
-};
 template <> struct Storage<bf16_bits> {
   using acc = float;
   static acc load(const bf16_bits* p) { return bf16_to_float(p->v); }

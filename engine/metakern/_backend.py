@@ -138,6 +138,17 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
 _warned: set[tuple[str, str]] = set()
 
 
+def _first_usable(prefs: tuple[str, ...], device_type: str) -> tuple[str | None, list[str]]:
+    """The first backend of ``prefs`` that can run on ``device_type``, and why the earlier ones cannot."""
+    reasons = []
+    for backend in prefs:
+        reason = unavailable_reason(backend, device_type)
+        if reason is None:
+            return backend, reasons
+        reasons.append(f"{backend}: {reason}")
+    return None, reasons
+
+
 def select(op: str, device_type: str, preference: tuple[str, ...] | None = None) -> str:
     """The backend that runs ``op`` on ``device_type`` tensors now."""
     forced = _forced.get()
@@ -147,12 +158,9 @@ def select(op: str, device_type: str, preference: tuple[str, ...] | None = None)
             raise RuntimeError(f"metakern: forced backend {forced!r} cannot run {op}: {reason}")
         return forced
     prefs = preference if preference is not None else DEFAULT_PREFERENCE.get(device_type, ())
-    reasons = []
-    for backend in prefs:
-        reason = unavailable_reason(backend, device_type)
-        if reason is None:
-            return backend
-        reasons.append(f"{backend}: {reason}")
+    backend, reasons = _first_usable(prefs, device_type)
+    if backend is not None:
+        return backend
     key = (op, device_type)
     if key not in _warned:
         _warned.add(key)
@@ -175,9 +183,5 @@ def active_backends() -> dict[str, str]:
             reason = unavailable_reason(forced, device_type)
             out[device_type] = forced if reason is None else f"{forced} (unusable: {reason})"
             continue
-        pick = next(
-            (b for b in DEFAULT_PREFERENCE.get(device_type, ()) if unavailable_reason(b, device_type) is None),
-            "reference",
-        )
-        out[device_type] = pick
+        out[device_type] = _first_usable(DEFAULT_PREFERENCE.get(device_type, ()), device_type)[0] or "reference"
     return out

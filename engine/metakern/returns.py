@@ -31,7 +31,7 @@ import torch
 
 from . import _validate
 from .ops.gae import gae_op
-from .ops.scan import coefficient_dtype, linear_scan, shifted
+from .ops.scan import _layout, _sizes, coefficient_dtype, linear_scan, shifted
 
 
 class GAE(NamedTuple):
@@ -45,11 +45,10 @@ class VTrace(NamedTuple):
     clipped_rhos: torch.Tensor  # min(rho_bar, pi/mu) per step
 
 
-def _floating(name: str, t: object, like: torch.Tensor | None, shape: tuple[int, ...], what: str) -> torch.Tensor:
+def _floating(name: str, t: object, like: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
     t = _validate.tensor(name, t, ndim=len(shape), layout=what)
-    if like is not None:
-        _validate.same_device(name, t, "rewards", like)
-        _validate.same_dtype(name, t, "rewards", like)
+    _validate.same_device(name, t, "rewards", like)
+    _validate.same_dtype(name, t, "rewards", like)
     _validate.shape(name, t, shape, what)
     return t
 
@@ -105,12 +104,8 @@ def _next_values(values: torch.Tensor, bootstrap: torch.Tensor | None, time_majo
 def _bootstrap(bootstrap, rewards, time_major: bool) -> torch.Tensor | None:
     if bootstrap is None:
         return None
-    B = rewards.shape[1 if time_major else 0]
+    B = _sizes(rewards, time_major)[0]
     return _work(_floating("bootstrap", bootstrap, rewards, (B,), "[B]"))
-
-
-def _layout(time_major: bool) -> str:
-    return "[T, B]" if time_major else "[B, T]"
 
 
 def _mul(m: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:

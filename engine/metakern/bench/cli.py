@@ -245,11 +245,12 @@ def find_case(cases: list[harness.Case], pattern: str) -> tuple[harness.Case | N
 
 
 def _default_impl(case: harness.Case) -> str:
+    """The backend ``auto`` would pick if the case has it, else its first metakern implementation."""
     prefs = _backend.DEFAULT_PREFERENCE.get(case.device.type, ())
     for b in prefs:
         if _backend.unavailable_reason(b, case.device.type) is None and any(i.name == b for i in case.impls):
             return b
-    return harness.BASELINE
+    return next((i.name for i in case.impls if i.kind == "backend"), case.baseline)
 
 
 def _slug(text: str) -> str:

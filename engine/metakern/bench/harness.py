@@ -91,7 +91,7 @@ class Case:
     make_inputs: Callable[[], dict[str, Any]]
     impls: list[Impl] = field(default_factory=list)
     note: str = ""
-    baseline: str = "reference"  # the implementation ``speedup`` compares with
+    baseline: str = BASELINE  # the implementation ``speedup`` compares with
 
     @property
     def id(self) -> str:
