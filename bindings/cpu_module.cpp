@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
+#include "estimators/estimator_ops.h"
 #include "estimators/tabular_estimators.h"
 #include "oracle/tabular_oracle.h"
 #include "scan/linear_scan.h"
@@ -105,6 +106,28 @@ PYBIND11_MODULE(_C, m) {
       py::arg("gamma"), py::arg("alpha"), py::arg("K"), py::arg("meta_grad"), py::arg("objective"),
       py::arg("thetas"), py::arg("num_threads") = 0,
       "exact K-step MAML meta-gradients of tabular softmax policies, float64 (cpp/oracle/tabular_oracle.h)");
+
+  m.def(
+      "estimator_terms",
+      [](int dtype, int kind, std::uintptr_t logp, std::uintptr_t signal, std::uintptr_t values,
+         std::uintptr_t behaviour, std::uintptr_t dones, std::uintptr_t u, std::uintptr_t value, std::uintptr_t g,
+         std::uintptr_t y, int64_t B, int64_t T, double gamma, double lam, double cap, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(B, T);
+        check_ptr(logp, "logp");
+        check_ptr(signal, "signal");
+        auto in = [](std::uintptr_t p) { return p ? as_ptr<const void>(p) : nullptr; };
+        auto out = [](std::uintptr_t p) { return p ? as_ptr<void>(p) : nullptr; };
+        py::gil_scoped_release release;
+        estimator_terms_cpu(dt, kind, as_ptr<const void>(logp), as_ptr<const void>(signal), in(values), in(behaviour),
+                            dones ? as_ptr<const uint8_t>(dones) : nullptr, in(u), out(value), out(g), out(y), B, T,
+                            gamma, lam, cap, num_threads);
+      },
+      py::arg("dtype"), py::arg("kind"), py::arg("logp"), py::arg("signal"), py::arg("values"),
+      py::arg("behaviour"), py::arg("dones"), py::arg("u"), py::arg("value"), py::arg("g"), py::arg("y"),
+      py::arg("B"), py::arg("T"), py::arg("gamma"), py::arg("lam"), py::arg("cap"), py::arg("num_threads") = 0,
+      "value, log-prob gradient and Hessian-vector product of a magic-box estimator objective per row "
+      "(see cpp/estimators/estimator_ops.h); null pointers skip outputs");
 
   m.def(
       "tabular_estimator_terms",

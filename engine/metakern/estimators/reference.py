@@ -30,6 +30,8 @@ import torch
 
 from .. import _validate
 
+MAX_LOG = 30.0  # default clamp of exponentiated log-ratios: weights up to e^30 ~ 1.1e13
+
 
 def magic_box(x: torch.Tensor) -> torch.Tensor:
     """exp(x - stop_grad(x)): 1 in value, with the derivatives of exp(x) / exp(x) at x."""
@@ -83,6 +85,14 @@ def loaded_dice(logp: torch.Tensor, advantages: torch.Tensor, gamma: float, lam:
     return (discount * advantages * (magic_box(w) - magic_box(w - logp))).sum(1).mean()
 
 
+def e_maml_term(logp: torch.Tensor, post_update_returns: torch.Tensor | float) -> torch.Tensor:
+    """E-MAML's exploration term (Stadie et al. 2018; ProMP formulation II): mean_b stop_grad(R'_b)
+    sum_t l_t, with R' the return of the post-update trajectories (a number or [B])."""
+    _check(logp, {}, 1.0)
+    R = torch.as_tensor(post_update_returns, dtype=logp.dtype, device=logp.device).detach()
+    return (R.reshape(-1, 1) * logp).sum(1).mean() if R.ndim else (R * logp).sum(1).mean()
+
+
 def lvc(logp: torch.Tensor, returns: torch.Tensor, gamma: float) -> torch.Tensor:
     """LVC (ProMP): mean_b sum_t box(l_t) gamma^t G_t; exact first derivative, Hessian without the
     H12 cross terms (biased, also on-policy)."""
@@ -90,9 +100,10 @@ def lvc(logp: torch.Tensor, returns: torch.Tensor, gamma: float) -> torch.Tensor
     return (magic_box(logp) * discount * returns).sum(1).mean()
 
 
-def _ratios_log(logp: torch.Tensor, behaviour_logp: torch.Tensor) -> torch.Tensor:
-    """log rho_t = l_t - stop_grad(behaviour l_t): differentiable in logp only."""
-    return logp - behaviour_logp.detach()
+def _ratios_log(logp: torch.Tensor, behaviour_logp: torch.Tensor, max_log_ratio: float = MAX_LOG) -> torch.Tensor:
+    """log rho_t = l_t - stop_grad(behaviour l_t), clamped at ``max_log_ratio`` (a clamped step has
+    derivative 0): differentiable in logp only, and exp() of it cannot overflow."""
+    return torch.clamp(logp - behaviour_logp.detach(), max=max_log_ratio)
 
 
 def taypo(
@@ -102,6 +113,8 @@ def taypo(
     values: torch.Tensor,
     gamma: float,
     order: int,
+    *,
+    max_log_ratio: float = MAX_LOG,
 ) -> torch.Tensor:
     """TayPO-K (Tang et al. 2021): sum_{k=1..K} U_k with
     U_k = sum_{t_1 < ... < t_k} gamma^{t_k} prod_i (rho_{t_i} - 1) stop_grad(G_{t_k} - V_{t_k}),
@@ -112,7 +125,7 @@ def taypo(
     discount, _ = _check(logp, {"behaviour_logp": behaviour_logp, "returns": returns, "values": values}, gamma)
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order: expected a positive int, got {order!r}")
-    x = torch.exp(_ratios_log(logp, behaviour_logp)) - 1
+    x = torch.exp(_ratios_log(logp, behaviour_logp, max_log_ratio)) - 1
     adv = discount * (returns - values).detach()
     E = [torch.ones_like(x[:, 0])] + [torch.zeros_like(x[:, 0]) for _ in range(order)]  # E_k(t-1)
     total = torch.zeros_like(x[:, 0])
@@ -132,6 +145,7 @@ def doubly_robust(
     *,
     rho_max: float = float("inf"),
     c_max: float = float("inf"),
+    max_log_ratio: float = MAX_LOG,
 ) -> torch.Tensor:
     """The off-policy evaluation recursion of Tang et al. (Alg. 2), v_0 averaged over the batch:
     v_t = V_t + min(rho_t, rho_max) (r_t + gamma V_{t+1} - V_t) + gamma min(rho_t, c_max) (v_{t+1} - V_{t+1}),
@@ -141,7 +155,7 @@ def doubly_robust(
     _check(logp, {"behaviour_logp": behaviour_logp, "rewards": rewards, "values": values}, gamma)
     rho_max = _validate.real("rho_max", rho_max, low=0.0)
     c_max = _validate.real("c_max", c_max, low=0.0)
-    log_rho = _ratios_log(logp, behaviour_logp)
+    log_rho = _ratios_log(logp, behaviour_logp, max_log_ratio)
 
     def clipped(bar: float) -> torch.Tensor:
         return torch.exp(log_rho) if bar == float("inf") else torch.exp(torch.clamp(log_rho, max=math.log(bar)))
@@ -157,11 +171,18 @@ def doubly_robust(
 
 
 def off_policy_dice(
-    logp: torch.Tensor, behaviour_logp: torch.Tensor, rewards: torch.Tensor, gamma: float
+    logp: torch.Tensor,
+    behaviour_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    gamma: float,
+    *,
+    max_log_weight: float = MAX_LOG,
 ) -> torch.Tensor:
     """Off-policy DiCE (Liu et al. 2022, IPD): sum_t exp(c_t - stop_grad(c^mu_t)) gamma^t r_t with
     c and c^mu the cumulative current and behaviour log-probabilities: DiCE's derivatives, importance
-    weighted to the behaviour policy's samples. Equals ``dice`` when behaviour = logp."""
+    weighted to the behaviour policy's samples. Equals ``dice`` when behaviour = logp. The log-weight
+    is clamped at ``max_log_weight`` (derivative 0 beyond), so the weights cannot overflow."""
     discount, _ = _check(logp, {"behaviour_logp": behaviour_logp, "rewards": rewards}, gamma)
-    weight = torch.exp(torch.cumsum(logp, 1) - torch.cumsum(behaviour_logp, 1).detach())
+    log_weight = torch.cumsum(logp, 1) - torch.cumsum(behaviour_logp, 1).detach()
+    weight = torch.exp(torch.clamp(log_weight, max=max_log_weight))
     return (weight * discount * rewards).sum(1).mean()
