@@ -15,9 +15,11 @@ void tabular_estimator_terms_cpu(int estimator, const double* v, const double* p
   int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
   nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, B)));
   const int64_t SA = S * A;
-  // kCopies trajectories are processed together, each with its own copy of the bins.
+  // kCopies trajectories are processed together, each adding into its own copy of the bins. A bin holds
+  // the sums of g and y at one (s, a) side by side (one cache line per step); the per-state sums are the
+  // bins' sums over a, formed at the end.
   constexpr int64_t kCopies = 4;
-  const int64_t bins = 2 * SA + 2 * S;       // at_g, at_y, st_g, st_y
+  const int64_t bins = 2 * SA;
   const int64_t width = kCopies * bins + 1;  // ... per copy, then the value
   std::vector<double> partial(static_cast<size_t>(nt) * width, 0.0);
   std::vector<double> discount(T);
@@ -28,67 +30,71 @@ void tabular_estimator_terms_cpu(int estimator, const double* v, const double* p
     const int tid = omp_get_thread_num();
     double* mine = partial.data() + static_cast<size_t>(tid) * width;
     double& val = mine[kCopies * bins];
-    // bins: at_g [SA], at_y [SA], st_g [S], st_y [S]
-    auto add = [&](double* bin, int64_t s, int64_t a, double g, double y) {
-      bin[s * A + a] += g;
-      bin[SA + s * A + a] += y;
-      bin[2 * SA + s] += g;
-      bin[2 * SA + S + s] += y;
-    };
-    // kCopies trajectories advance in lock-step, so their serial sums over time overlap; each
-    // adds into its own copy of the bins.
-    std::vector<double> w(kCopies * T), u(kCopies * T), pre(kCopies * T);
+    // Pass 1 (forward) reads a trajectory once: the flat (s, a) index, w_t = gamma^t signal_t, the
+    // gathered u_t and the forward recurrence; pass 2 (reverse) runs the reverse sums and fills the bins.
+    std::vector<int32_t> sa(kCopies * T);
+    std::vector<double> q0(kCopies * T), q1(kCopies * T), q2(kCopies * T);
     const int64_t per = (B + nt - 1) / nt;
     const int64_t b0 = tid * per, b1 = std::min(B, b0 + per);
     for (int64_t blk = b0; blk < b1; blk += kCopies) {
       const int64_t R = std::min<int64_t>(kCopies, b1 - blk);
-      const int64_t* st[kCopies];
-      const int64_t* ac[kCopies];
       for (int64_t r = 0; r < R; ++r) {
-        st[r] = states + (blk + r) * T;
-        ac[r] = actions + (blk + r) * T;
+        const int64_t* st = states + (blk + r) * T;
+        const int64_t* ac = actions + (blk + r) * T;
         const double* sig = signal + (blk + r) * T;
+        int32_t* idx = sa.data() + r * T;
+        double *w = q0.data() + r * T, *x = q1.data() + r * T, *z = q2.data() + r * T;
+        double acc = 0;
         for (int64_t t = 0; t < T; ++t) {
-          w[r * T + t] = discount[t] * sig[t];
-          u[r * T + t] = v[st[r][t] * A + ac[r][t]] - pv[st[r][t]];
+          const int64_t i = st[t] * A + ac[t];
+          idx[t] = static_cast<int32_t>(i);
+          w[t] = discount[t] * sig[t];
+          const double u = v[i] - pv[st[t]];
+          if (estimator == 0) {  // dice: x = w_t U_t, U_t = sum_{k<=t} u_k
+            acc += u;
+            x[t] = w[t] * acc;
+          } else if (estimator == 1) {  // loaded dice: x = w_t u_t, z = w_t (F_t - u_t), F_t = lam F_{t-1} + u_t
+            z[t] = w[t] * (lam * acc);
+            acc = lam * acc + u;
+            x[t] = w[t] * u;
+          } else {  // lvc: y_t = w_t u_t
+            x[t] = w[t] * u;
+          }
         }
       }
-      if (estimator == 0) {  // dice: forward prefix of u, then reverse sums
-        double U[kCopies] = {0, 0, 0, 0}, g[kCopies] = {0, 0, 0, 0}, y[kCopies] = {0, 0, 0, 0};
-        for (int64_t t = 0; t < T; ++t) {
-          for (int64_t r = 0; r < R; ++r) pre[r * T + t] = (U[r] += u[r * T + t]);
-        }
+      if (estimator == 0) {  // g_t = sum_{k>=t} w_k, y_t = sum_{k>=t} w_k U_k
+        double g[kCopies] = {0, 0, 0, 0}, y[kCopies] = {0, 0, 0, 0};
         for (int64_t t = T - 1; t >= 0; --t) {
           for (int64_t r = 0; r < R; ++r) {
-            g[r] += w[r * T + t];
-            y[r] += w[r * T + t] * pre[r * T + t];
-            add(mine + r * bins, st[r][t], ac[r][t], g[r], y[r]);
+            g[r] += q0[r * T + t];
+            y[r] += q1[r * T + t];
+            double* bin = mine + r * bins + 2 * static_cast<int64_t>(sa[r * T + t]);
+            bin[0] += g[r];
+            bin[1] += y[r];
           }
         }
         for (int64_t r = 0; r < R; ++r) val += g[r];  // g at t = 0 is the trajectory's sum of w
-      } else if (estimator == 1) {  // loaded dice: F forward, R reverse
-        double F[kCopies] = {0, 0, 0, 0}, Rs[kCopies] = {0, 0, 0, 0};
-        for (int64_t t = 0; t < T; ++t) {
-          for (int64_t r = 0; r < R; ++r) pre[r * T + t] = (F[r] = lam * F[r] + u[r * T + t]);
-        }
+      } else if (estimator == 1) {  // g_t = w_t, y_t = w_t (F_t - u_t) + R_t, R_t = w_t u_t + lam R_{t+1}
+        double Rs[kCopies] = {0, 0, 0, 0};
         for (int64_t t = T - 1; t >= 0; --t) {
           for (int64_t r = 0; r < R; ++r) {
-            const double wt = w[r * T + t];
-            const double wu = wt * u[r * T + t];
-            Rs[r] = wu + lam * Rs[r];
-            add(mine + r * bins, st[r][t], ac[r][t], wt, wt * pre[r * T + t] + Rs[r] - wu);
+            Rs[r] = q1[r * T + t] + lam * Rs[r];
+            double* bin = mine + r * bins + 2 * static_cast<int64_t>(sa[r * T + t]);
+            bin[0] += q0[r * T + t];
+            bin[1] += q2[r * T + t] + Rs[r];
           }
         }
-      } else {  // lvc
-        double sum[kCopies] = {0, 0, 0, 0};
-        for (int64_t t = 0; t < T; ++t) {
-          for (int64_t r = 0; r < R; ++r) {
-            const double wt = w[r * T + t];
-            sum[r] += wt;
-            add(mine + r * bins, st[r][t], ac[r][t], wt, wt * u[r * T + t]);
+      } else {
+        for (int64_t r = 0; r < R; ++r) {
+          double sum = 0;
+          for (int64_t t = 0; t < T; ++t) {
+            double* bin = mine + r * bins + 2 * static_cast<int64_t>(sa[r * T + t]);
+            bin[0] += q0[r * T + t];
+            bin[1] += q1[r * T + t];
+            sum += q0[r * T + t];
           }
+          val += sum;
         }
-        for (int64_t r = 0; r < R; ++r) val += sum[r];
       }
     }
   }
@@ -101,12 +107,18 @@ void tabular_estimator_terms_cpu(int estimator, const double* v, const double* p
     const double* mine = partial.data() + static_cast<size_t>(k) * width;
     for (int64_t c = 0; c < kCopies; ++c) {
       const double* p = mine + c * bins;
-      for (int64_t i = 0; i < SA; ++i) at_g[i] += p[i];
-      for (int64_t i = 0; i < SA; ++i) at_y[i] += p[SA + i];
-      for (int64_t i = 0; i < S; ++i) st_g[i] += p[2 * SA + i];
-      for (int64_t i = 0; i < S; ++i) st_y[i] += p[2 * SA + S + i];
+      for (int64_t i = 0; i < SA; ++i) {
+        at_g[i] += p[2 * i];
+        at_y[i] += p[2 * i + 1];
+      }
     }
     *value += mine[kCopies * bins];
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t a = 0; a < A; ++a) {
+      st_g[s] += at_g[s * A + a];
+      st_y[s] += at_y[s * A + a];
+    }
   }
 }
 

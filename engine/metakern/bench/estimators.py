@@ -4,6 +4,11 @@ Gradient + Hessian-vector product of the DiCE and Loaded DiCE objectives for a t
 policy at issue 3's size (B=1024 trajectories, T=200, S=20, A=5, float64): the closed forms, by
 the C++ kernel (``cpp``) and by scans and per-state sums (``reference``), against autograd double
 backward through the reference objective (``autograd``, the baseline).
+
+Log-prob space (``*.lspace``): value, gradient and Hessian-vector product of each estimator op on
+[B, T] log-probs (J, then autograd.grad with create_graph, then autograd.grad of <g, u>: the calls a
+meta-learning inner loop makes), per metakern backend, against the same three calls through the
+reference objective (``autograd``).
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from collections.abc import Iterable
 
 import torch
 
+from .. import estimators as fused
 from ..estimators import reference as est
 from ..estimators.tabular import tabular_derivatives
-from .harness import Case, Impl, register
+from .harness import Case, Impl, backends_for, register
 
 B, T, S, A = 1024, 200, 20, 5
 GAMMA, LAM = 0.99, 0.95
@@ -77,6 +83,67 @@ def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
                     Impl("reference", _closed_form(name, lam), backend="reference"),
                     Impl("autograd", _autograd(name, lam), kind="peer"),
                 ],
+                baseline="autograd",
+            )
+        )
+    return cases
+
+
+LS_B, LS_T = 1024, 200
+_LSPACE = {
+    "dice": (lambda m, i: m.dice(i["logp"], i["r"], GAMMA)),
+    "loaded_dice": (lambda m, i: m.loaded_dice(i["logp"], i["r"], GAMMA, LAM)),
+    "lvc": (lambda m, i: m.lvc(i["logp"], i["r"], GAMMA)),
+    "off_policy_dice": (lambda m, i: m.off_policy_dice(i["logp"], i["mu"], i["r"], GAMMA)),
+    "taypo2": (lambda m, i: m.taypo(i["logp"], i["mu"], i["r"], i["v"], GAMMA, 2)),
+    "doubly_robust": (lambda m, i: m.doubly_robust(i["logp"], i["mu"], i["r"], i["v"], GAMMA)),
+}
+
+
+def _lspace_inputs(device, dtype):
+    g = torch.Generator().manual_seed(1)
+
+    def rn():
+        return torch.randn(LS_B, LS_T, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    logp = -rn().abs()
+    return {"logp": logp, "mu": logp + 0.1 * rn(), "r": rn(), "v": rn(), "u": rn()}
+
+
+def _lspace(fn, module):
+    def setup(inp):
+        def step():
+            logp = inp["logp"].detach().requires_grad_()
+            J = fn(module, {**inp, "logp": logp})
+            (grad,) = torch.autograd.grad(J, logp, create_graph=True)
+            (hvp,) = torch.autograd.grad((grad * inp["u"]).sum(), logp)
+            return J.detach(), grad.detach(), hvp
+
+        return step
+
+    return setup
+
+
+@register("estimators")
+def _lspace_cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
+    device = torch.device(device)
+    if dtype not in (torch.float32, torch.float64):
+        return []
+    cases = []
+    for name, fn in _LSPACE.items():
+        impls = [Impl(b, _lspace(fn, fused), backend=b) for b in backends_for(device) if b != "cuda"]
+        impls.append(Impl("autograd", _lspace(fn, est), kind="peer"))
+        cases.append(
+            Case(
+                family="estimators",
+                name=f"{name}.value+grad+hvp.lspace",
+                shape=f"B={LS_B},T={LS_T}",
+                device=device,
+                dtype=dtype,
+                items=LS_B * LS_T,
+                bytes_moved=5 * LS_B * LS_T * dtype.itemsize,  # logp, signal(s), u read; grad, hvp written
+                make_inputs=lambda: _lspace_inputs(device, dtype),
+                impls=impls,
                 baseline="autograd",
             )
         )

@@ -91,7 +91,7 @@ def tabular_derivatives(
     S, A = theta.shape
     pi = torch.softmax(theta, dim=-1)  # [S, A]
     pv = (pi * v).sum(-1)  # <pi_s, v_s>, [S]
-    if theta.device.type == "cpu" and theta.dtype == torch.float64:
+    if theta.device.type == "cpu" and theta.dtype == torch.float64 and S * A < 2**31:
         if _backend.select("estimators", "cpu", preference=("cpp",)) == "cpp":
             return _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam)
     s_flat = states.long().reshape(-1)
