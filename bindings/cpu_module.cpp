@@ -132,7 +132,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "tabular_estimator_terms",
       [](int estimator, std::uintptr_t v, std::uintptr_t pv, std::uintptr_t states, std::uintptr_t actions,
-         std::uintptr_t signal, int64_t B, int64_t T, int64_t S, int64_t A, double gamma, double lam,
+         bool idx32, std::uintptr_t signal, int64_t B, int64_t T, int64_t S, int64_t A, double gamma, double lam,
          std::uintptr_t at_g, std::uintptr_t st_g, std::uintptr_t at_y, std::uintptr_t st_y, std::uintptr_t value,
          int num_threads) {
         if (estimator < 0 || estimator > 2) throw std::invalid_argument("metakern: unknown estimator code");
@@ -144,16 +144,18 @@ PYBIND11_MODULE(_C, m) {
           check_ptr(p, name);
         }
         py::gil_scoped_release release;
-        tabular_estimator_terms_cpu(estimator, as_ptr<const double>(v), as_ptr<const double>(pv),
-                                    as_ptr<const int64_t>(states), as_ptr<const int64_t>(actions),
-                                    as_ptr<const double>(signal), B, T, S, A, gamma, lam, as_ptr<double>(at_g),
-                                    as_ptr<double>(st_g), as_ptr<double>(at_y), as_ptr<double>(st_y),
-                                    as_ptr<double>(value), num_threads);
+        return tabular_estimator_terms_cpu(estimator, as_ptr<const double>(v), as_ptr<const double>(pv),
+                                           as_ptr<const void>(states), as_ptr<const void>(actions), idx32,
+                                           as_ptr<const double>(signal), B, T, S, A, gamma, lam,
+                                           as_ptr<double>(at_g), as_ptr<double>(st_g), as_ptr<double>(at_y),
+                                           as_ptr<double>(st_y), as_ptr<double>(value), num_threads);
       },
-      py::arg("estimator"), py::arg("v"), py::arg("pv"), py::arg("states"), py::arg("actions"), py::arg("signal"),
+      py::arg("estimator"), py::arg("v"), py::arg("pv"), py::arg("states"), py::arg("actions"), py::arg("idx32"),
+      py::arg("signal"),
       py::arg("B"), py::arg("T"), py::arg("S"), py::arg("A"), py::arg("gamma"), py::arg("lam"), py::arg("at_g"),
       py::arg("st_g"), py::arg("at_y"), py::arg("st_y"), py::arg("value"), py::arg("num_threads") = 0,
-      "per-(s, a) and per-s sums of the estimator terms g and H_l u (cpp/estimators/tabular_estimators.h)");
+      "per-(s, a) and per-s sums of the estimator terms g and H_l u (cpp/estimators/tabular_estimators.h); "
+      "returns -1, or the flat index of the first step with an out-of-range state or action");
 
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });

@@ -48,6 +48,31 @@ def test_matches_autograd(name, lam, shape, backend):
     torch.testing.assert_close(d.hvp.reshape(-1), H @ v.reshape(-1), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpp", "reference")])
+def test_int32_indices(backend):
+    theta, states, actions, signal, v = problem(B=6, T=30, S=5, A=4, seed=3)
+    with metakern.use_backend(backend):
+        wide = tabular_derivatives("dice", theta, states, actions, v, signal, 0.9)
+        narrow = tabular_derivatives("dice", theta, states.int(), actions.int(), v, signal, 0.9)
+    for x, y in zip(wide, narrow, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpp", "reference")])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_out_of_range_index_is_reported(backend, dtype):
+    theta, states, actions, signal, v = problem(B=6, T=30, S=5, A=4, seed=3)
+    states, actions = states.to(dtype), actions.to(dtype)
+    bad_s, bad_a = states.clone(), actions.clone()
+    bad_s[4, 17] = 5
+    bad_a[2, 3] = -1
+    with metakern.use_backend(backend):
+        with pytest.raises(ValueError, match=r"states: expected indices in \[0, 5\), got .*5"):
+            tabular_derivatives("lvc", theta, bad_s, actions, v, signal, 0.9)
+        with pytest.raises(ValueError, match=r"actions: expected indices in \[0, 4\), got .*-1"):
+            tabular_derivatives("lvc", theta, states, bad_a, v, signal, 0.9)
+
+
 def test_bad_inputs():
     theta, states, actions, signal, v = problem()
     with pytest.raises(ValueError, match="estimator: expected one of"):

@@ -10,14 +10,16 @@
 //   1 loaded_dice:  g_k = w_k,             y_j = w_j F_j + R_j - w_j u_j (F, R: lam-scans of u, w u)
 //   2 lvc:          g_k = w_k,             y_j = w_j u_j
 // Rows are split statically across threads; each thread sums into its own buffers, which are
-// added in thread order, so results are deterministic for a given thread count.
+// added in thread order, so results are deterministic for a given thread count. States and actions
+// are int64 or (idx32) int32; the kernel checks their range as it reads them and returns the flat
+// index of the first step (in its row-major order) with an out-of-range state or action, or -1.
 #pragma once
 #include <cstdint>
 
 namespace metakern {
 
-void tabular_estimator_terms_cpu(int estimator, const double* v, const double* pv, const int64_t* states,
-                                 const int64_t* actions, const double* signal, int64_t B, int64_t T, int64_t S,
+int64_t tabular_estimator_terms_cpu(int estimator, const double* v, const double* pv, const void* states,
+                                    const void* actions, bool idx32, const double* signal, int64_t B, int64_t T, int64_t S,
                                  int64_t A, double gamma, double lam, double* at_g, double* st_g, double* at_y,
                                  double* st_y, double* value, int num_threads);
 

@@ -8,10 +8,12 @@
 
 namespace metakern {
 
-void tabular_estimator_terms_cpu(int estimator, const double* v, const double* pv, const int64_t* states,
-                                 const int64_t* actions, const double* signal, int64_t B, int64_t T, int64_t S,
-                                 int64_t A, double gamma, double lam, double* at_g, double* st_g, double* at_y,
-                                 double* st_y, double* value, int num_threads) {
+namespace {
+
+template <typename I>
+int64_t terms(int estimator, const double* v, const double* pv, const I* states, const I* actions,
+              const double* signal, int64_t B, int64_t T, int64_t S, int64_t A, double gamma, double lam,
+              double* at_g, double* st_g, double* at_y, double* st_y, double* value, int num_threads) {
   int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
   nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, B)));
   const int64_t SA = S * A;
@@ -22,6 +24,7 @@ void tabular_estimator_terms_cpu(int estimator, const double* v, const double* p
   const int64_t bins = 2 * SA;
   const int64_t width = kCopies * bins + 1;  // ... per copy, then the value
   std::vector<double> partial(static_cast<size_t>(nt) * width, 0.0);
+  std::vector<int64_t> bad(nt, -1);  // per thread: first out-of-range step
   std::vector<double> discount(T);
   for (int64_t t = 0; t < T; ++t) discount[t] = t == 0 ? 1.0 : discount[t - 1] * gamma;
 
@@ -30,6 +33,7 @@ void tabular_estimator_terms_cpu(int estimator, const double* v, const double* p
     const int tid = omp_get_thread_num();
     double* mine = partial.data() + static_cast<size_t>(tid) * width;
     double& val = mine[kCopies * bins];
+    int64_t& bad_here = bad[tid];
     // Pass 1 (forward) reads a trajectory once: the flat (s, a) index, w_t = gamma^t signal_t, the
     // gathered u_t and the forward recurrence; pass 2 (reverse) runs the reverse sums and fills the bins.
     std::vector<int32_t> sa(kCopies * T);
@@ -39,17 +43,23 @@ void tabular_estimator_terms_cpu(int estimator, const double* v, const double* p
     for (int64_t blk = b0; blk < b1; blk += kCopies) {
       const int64_t R = std::min<int64_t>(kCopies, b1 - blk);
       for (int64_t r = 0; r < R; ++r) {
-        const int64_t* st = states + (blk + r) * T;
-        const int64_t* ac = actions + (blk + r) * T;
+        const I* st = states + (blk + r) * T;
+        const I* ac = actions + (blk + r) * T;
         const double* sig = signal + (blk + r) * T;
         int32_t* idx = sa.data() + r * T;
         double *w = q0.data() + r * T, *x = q1.data() + r * T, *z = q2.data() + r * T;
         double acc = 0;
         for (int64_t t = 0; t < T; ++t) {
-          const int64_t i = st[t] * A + ac[t];
+          int64_t s_t = static_cast<int64_t>(st[t]), a_t = static_cast<int64_t>(ac[t]);
+          if (static_cast<uint64_t>(s_t) >= static_cast<uint64_t>(S) ||
+              static_cast<uint64_t>(a_t) >= static_cast<uint64_t>(A)) {
+            if (bad_here < 0) bad_here = (blk + r) * T + t;
+            s_t = a_t = 0;  // keep reading in bounds; the caller raises
+          }
+          const int64_t i = s_t * A + a_t;
           idx[t] = static_cast<int32_t>(i);
           w[t] = discount[t] * sig[t];
-          const double u = v[i] - pv[st[t]];
+          const double u = v[i] - pv[s_t];
           if (estimator == 0) {  // dice: x = w_t U_t, U_t = sum_{k<=t} u_k
             acc += u;
             x[t] = w[t] * acc;
@@ -120,6 +130,24 @@ void tabular_estimator_terms_cpu(int estimator, const double* v, const double* p
       st_y[s] += at_y[s * A + a];
     }
   }
+  for (int64_t b : bad) {  // threads own increasing row ranges: the first flagged one is the first
+    if (b >= 0) return b;
+  }
+  return -1;
+}
+
+}  // namespace
+
+int64_t tabular_estimator_terms_cpu(int estimator, const double* v, const double* pv, const void* states,
+                                    const void* actions, bool idx32, const double* signal, int64_t B, int64_t T,
+                                    int64_t S, int64_t A, double gamma, double lam, double* at_g, double* st_g,
+                                    double* at_y, double* st_y, double* value, int num_threads) {
+  if (idx32) {
+    return terms(estimator, v, pv, static_cast<const int32_t*>(states), static_cast<const int32_t*>(actions),
+                 signal, B, T, S, A, gamma, lam, at_g, st_g, at_y, st_y, value, num_threads);
+  }
+  return terms(estimator, v, pv, static_cast<const int64_t*>(states), static_cast<const int64_t*>(actions), signal,
+               B, T, S, A, gamma, lam, at_g, st_g, at_y, st_y, value, num_threads);
 }
 
 }  // namespace metakern

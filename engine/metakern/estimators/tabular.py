@@ -48,10 +48,6 @@ def _check(theta, states, actions, v, signal) -> None:
         _validate.same_device(name, t, "theta", theta)
     _validate.shape("actions", actions, tuple(states.shape), "[B, T] of states")
     S, A = theta.shape
-    if states.min() < 0 or states.max() >= S:
-        raise ValueError(f"states: expected indices in [0, {S}), got values in [{states.min()}, {states.max()}]")
-    if actions.min() < 0 or actions.max() >= A:
-        raise ValueError(f"actions: expected indices in [0, {A}), got values in [{actions.min()}, {actions.max()}]")
     _validate.tensor("v", v, ndim=2, layout="[S, A]", contiguous=False)
     _validate.same_dtype("v", v, "theta", theta)
     _validate.shape("v", v, (S, A), "[S, A] of theta")
@@ -59,6 +55,13 @@ def _check(theta, states, actions, v, signal) -> None:
     _validate.tensor(name, t, ndim=2, layout="[B, T]", contiguous=False)
     _validate.same_dtype(name, t, "theta", theta)
     _validate.shape(name, t, tuple(states.shape), "[B, T] of states")
+
+
+def _check_range(states, actions, S, A) -> None:
+    if states.min() < 0 or states.max() >= S:
+        raise ValueError(f"states: expected indices in [0, {S}), got values in [{states.min()}, {states.max()}]")
+    if actions.min() < 0 or actions.max() >= A:
+        raise ValueError(f"actions: expected indices in [0, {A}), got values in [{actions.min()}, {actions.max()}]")
 
 
 def _reverse_cumsum(x: torch.Tensor) -> torch.Tensor:
@@ -94,6 +97,7 @@ def tabular_derivatives(
     if theta.device.type == "cpu" and theta.dtype == torch.float64 and S * A < 2**31:
         if _backend.select("estimators", "cpu", preference=("cpp",)) == "cpp":
             return _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam)
+    _check_range(states, actions, S, A)  # the C++ kernel checks the indices as it reads them
     s_flat = states.long().reshape(-1)
     sa_flat = s_flat * A + actions.long().reshape(-1)  # index of (s_t, a_t) in theta.reshape(-1)
     u = (v.reshape(-1).take(sa_flat) - pv.take(s_flat)).reshape(B, T)  # grad l_t . v
@@ -139,13 +143,21 @@ _CODES = {"dice": 0, "loaded_dice": 1, "lvc": 2}
 def _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam) -> Derivatives:
     B, T = states.shape
     S, A = pi.shape
-    states, actions = states.long().contiguous(), actions.long().contiguous()
+    idx32 = states.dtype == torch.int32 and actions.dtype == torch.int32  # int32 is read as is
+    states, actions = (states.contiguous(), actions.contiguous()) if idx32 else (states.long(), actions.long())
+    states, actions = states.contiguous(), actions.contiguous()
     v, pv, signal = v.contiguous(), pv.contiguous(), signal.contiguous()
     at_g, at_y = pi.new_empty(S, A), pi.new_empty(S, A)
     st_g, st_y, total = pi.new_empty(S), pi.new_empty(S), pi.new_empty(())
-    _backend.cpp_module().tabular_estimator_terms(
-        _CODES[estimator], v.data_ptr(), pv.data_ptr(), states.data_ptr(), actions.data_ptr(), signal.data_ptr(),
-        B, T, S, A, gamma, lam, at_g.data_ptr(), st_g.data_ptr(), at_y.data_ptr(), st_y.data_ptr(),
-        total.data_ptr(), torch.get_num_threads(),
+    bad = _backend.cpp_module().tabular_estimator_terms(
+        _CODES[estimator], v.data_ptr(), pv.data_ptr(), states.data_ptr(), actions.data_ptr(), idx32,
+        signal.data_ptr(), B, T, S, A, gamma, lam, at_g.data_ptr(), st_g.data_ptr(), at_y.data_ptr(),
+        st_y.data_ptr(), total.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
+    if bad >= 0:
+        b, t = divmod(bad, T)
+        s_bt, a_bt = int(states[b, t]), int(actions[b, t])
+        which = "states" if not 0 <= s_bt < S else "actions"
+        bound, got = (S, s_bt) if which == "states" else (A, a_bt)
+        raise ValueError(f"{which}: expected indices in [0, {bound}), got {got} at [{b}, {t}]")
     return _assemble(total / B, at_g, st_g, at_y, st_y, pi, v, pv, B)
