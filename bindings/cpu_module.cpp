@@ -7,6 +7,7 @@
 #include "estimators/estimator_ops.h"
 #include "estimators/tabular_estimators.h"
 #include "oracle/tabular_oracle.h"
+#include "policy/policy_log_prob.h"
 #include "scan/linear_scan.h"
 
 namespace py = pybind11;
@@ -156,6 +157,138 @@ PYBIND11_MODULE(_C, m) {
       py::arg("st_g"), py::arg("at_y"), py::arg("st_y"), py::arg("value"), py::arg("num_threads") = 0,
       "per-(s, a) and per-s sums of the estimator terms g and H_l u (cpp/estimators/tabular_estimators.h); "
       "returns -1, or the flat index of the first step with an out-of-range state or action");
+
+  // Softmax policy log-probs (cpp/policy/policy_log_prob.h): each returns -1, or the flat index of the
+  // first step whose state or action is out of range. Null (0) optional pointers are skipped.
+  m.def(
+      "tabular_log_prob",
+      [](int dtype, int index_code, std::uintptr_t theta, std::uintptr_t states, std::uintptr_t actions,
+         std::uintptr_t out, int64_t N, int64_t M, int64_t S, int64_t A, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(N, M);
+        check_sizes(S, A);
+        for (auto [p, name] : {std::pair{theta, "theta"}, {states, "states"}, {actions, "actions"}, {out, "out"}}) {
+          check_ptr(p, name);
+        }
+        py::gil_scoped_release release;
+        return tabular_log_prob_cpu(dt, index_code, as_ptr<const void>(theta), as_ptr<const void>(states),
+                                    as_ptr<const void>(actions), as_ptr<void>(out), N, M, S, A, num_threads);
+      },
+      py::arg("dtype"), py::arg("index_code"), py::arg("theta"), py::arg("states"), py::arg("actions"),
+      py::arg("out"), py::arg("N"), py::arg("M"), py::arg("S"), py::arg("A"), py::arg("num_threads") = 0,
+      "l[n, m] = log_softmax(theta[n, s_m])[a_m]");
+
+  m.def(
+      "tabular_log_prob_backward",
+      [](int dtype, int index_code, std::uintptr_t gl, std::uintptr_t theta, std::uintptr_t states,
+         std::uintptr_t actions, std::uintptr_t grad_theta, int64_t N, int64_t M, int64_t S, int64_t A,
+         int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(N, M);
+        check_sizes(S, A);
+        for (auto [p, name] : {std::pair{gl, "gl"}, {theta, "theta"}, {states, "states"}, {actions, "actions"},
+                               {grad_theta, "grad_theta"}}) {
+          check_ptr(p, name);
+        }
+        py::gil_scoped_release release;
+        return tabular_log_prob_backward_cpu(dt, index_code, as_ptr<const void>(gl), as_ptr<const void>(theta),
+                                             as_ptr<const void>(states), as_ptr<const void>(actions),
+                                             as_ptr<void>(grad_theta), N, M, S, A, num_threads);
+      },
+      py::arg("dtype"), py::arg("index_code"), py::arg("gl"), py::arg("theta"), py::arg("states"),
+      py::arg("actions"), py::arg("grad_theta"), py::arg("N"), py::arg("M"), py::arg("S"), py::arg("A"),
+      py::arg("num_threads") = 0, "VJP of tabular_log_prob: sum_m gl_m e_{s_m} (e_{a_m} - pi_{s_m})");
+
+  m.def(
+      "tabular_log_prob_double_backward",
+      [](int dtype, int index_code, std::uintptr_t gl, std::uintptr_t theta, std::uintptr_t states,
+         std::uintptr_t actions, std::uintptr_t v, std::uintptr_t u, std::uintptr_t d_theta, int64_t N, int64_t M,
+         int64_t S, int64_t A, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(N, M);
+        check_sizes(S, A);
+        for (auto [p, name] : {std::pair{gl, "gl"}, {theta, "theta"}, {states, "states"}, {actions, "actions"},
+                               {v, "v"}}) {
+          check_ptr(p, name);
+        }
+        py::gil_scoped_release release;
+        return tabular_log_prob_double_backward_cpu(
+            dt, index_code, as_ptr<const void>(gl), as_ptr<const void>(theta), as_ptr<const void>(states),
+            as_ptr<const void>(actions), as_ptr<const void>(v), u ? as_ptr<void>(u) : nullptr,
+            d_theta ? as_ptr<void>(d_theta) : nullptr, N, M, S, A, num_threads);
+      },
+      py::arg("dtype"), py::arg("index_code"), py::arg("gl"), py::arg("theta"), py::arg("states"),
+      py::arg("actions"), py::arg("v"), py::arg("u"), py::arg("d_theta"), py::arg("N"), py::arg("M"), py::arg("S"),
+      py::arg("A"), py::arg("num_threads") = 0,
+      "VJP of tabular_log_prob_backward: u (w.r.t. gl) and d_theta; u, d_theta may be 0");
+
+  m.def(
+      "linear_softmax_log_prob",
+      [](int dtype, int index_code, std::uintptr_t weight, std::uintptr_t features, std::uintptr_t actions,
+         std::uintptr_t out, int64_t N, int64_t M, int64_t F, int64_t A, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(N, M);
+        check_sizes(F, A);
+        for (auto [p, name] : {std::pair{weight, "weight"}, {features, "features"}, {actions, "actions"},
+                               {out, "out"}}) {
+          check_ptr(p, name);
+        }
+        py::gil_scoped_release release;
+        return linear_softmax_log_prob_cpu(dt, index_code, as_ptr<const void>(weight), as_ptr<const void>(features),
+                                           as_ptr<const void>(actions), as_ptr<void>(out), N, M, F, A, num_threads);
+      },
+      py::arg("dtype"), py::arg("index_code"), py::arg("weight"), py::arg("features"), py::arg("actions"),
+      py::arg("out"), py::arg("N"), py::arg("M"), py::arg("F"), py::arg("A"), py::arg("num_threads") = 0,
+      "l[n, m] = log_softmax(features[n, m] @ weight[n])[a_m]");
+
+  m.def(
+      "linear_softmax_log_prob_backward",
+      [](int dtype, int index_code, std::uintptr_t gl, std::uintptr_t weight, std::uintptr_t features,
+         std::uintptr_t actions, std::uintptr_t grad_weight, std::uintptr_t grad_features, int64_t N, int64_t M,
+         int64_t F, int64_t A, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(N, M);
+        check_sizes(F, A);
+        for (auto [p, name] : {std::pair{gl, "gl"}, {weight, "weight"}, {features, "features"},
+                               {actions, "actions"}}) {
+          check_ptr(p, name);
+        }
+        py::gil_scoped_release release;
+        return linear_softmax_log_prob_backward_cpu(
+            dt, index_code, as_ptr<const void>(gl), as_ptr<const void>(weight), as_ptr<const void>(features),
+            as_ptr<const void>(actions), grad_weight ? as_ptr<void>(grad_weight) : nullptr,
+            grad_features ? as_ptr<void>(grad_features) : nullptr, N, M, F, A, num_threads);
+      },
+      py::arg("dtype"), py::arg("index_code"), py::arg("gl"), py::arg("weight"), py::arg("features"),
+      py::arg("actions"), py::arg("grad_weight"), py::arg("grad_features"), py::arg("N"), py::arg("M"),
+      py::arg("F"), py::arg("A"), py::arg("num_threads") = 0,
+      "VJP of linear_softmax_log_prob w.r.t. weight and features (either output pointer may be 0)");
+
+  m.def(
+      "linear_softmax_log_prob_double_backward",
+      [](int dtype, int index_code, std::uintptr_t gl, std::uintptr_t weight, std::uintptr_t features,
+         std::uintptr_t actions, std::uintptr_t v_weight, std::uintptr_t v_features, std::uintptr_t u,
+         std::uintptr_t d_weight, std::uintptr_t d_features, int64_t N, int64_t M, int64_t F, int64_t A,
+         int num_threads) {
+        const DType dt = to_dtype(dtype);
+        check_sizes(N, M);
+        check_sizes(F, A);
+        for (auto [p, name] : {std::pair{gl, "gl"}, {weight, "weight"}, {features, "features"},
+                               {actions, "actions"}}) {
+          check_ptr(p, name);
+        }
+        auto opt = [](std::uintptr_t p) { return p ? as_ptr<const void>(p) : nullptr; };
+        auto out = [](std::uintptr_t p) { return p ? as_ptr<void>(p) : nullptr; };
+        py::gil_scoped_release release;
+        return linear_softmax_log_prob_double_backward_cpu(
+            dt, index_code, as_ptr<const void>(gl), as_ptr<const void>(weight), as_ptr<const void>(features),
+            as_ptr<const void>(actions), opt(v_weight), opt(v_features), out(u), out(d_weight), out(d_features), N,
+            M, F, A, num_threads);
+      },
+      py::arg("dtype"), py::arg("index_code"), py::arg("gl"), py::arg("weight"), py::arg("features"),
+      py::arg("actions"), py::arg("v_weight"), py::arg("v_features"), py::arg("u"), py::arg("d_weight"),
+      py::arg("d_features"), py::arg("N"), py::arg("M"), py::arg("F"), py::arg("A"), py::arg("num_threads") = 0,
+      "VJP of linear_softmax_log_prob_backward (cotangents v_weight, v_features may be 0 = zero)");
 
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });

@@ -1,5 +1,6 @@
 """metakern: compiled C++/CUDA/Triton kernels for meta-reinforcement learning, as PyTorch ops."""
 
+from . import policy  # noqa: F401  (metakern.policy.tabular_log_prob, linear_softmax_log_prob)
 from ._backend import current_backend, use_backend
 from .ops import linear_scan
 from .returns import discounted_returns, gae, lambda_returns, vtrace
