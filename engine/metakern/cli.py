@@ -1,4 +1,4 @@
-"""The ``metakern`` command: ``info``, ``bench``, ``profile``."""
+"""The ``metakern`` command: ``info``, ``analysis``, ``bench``, ``profile``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="what was built and which backend runs on each device")
     info.set_defaults(func=lambda args: _info())
+    from .analysis import add_parser as add_analysis_parser
+
+    add_analysis_parser(sub)
     from .bench.cli import add_parsers
 
     add_parsers(sub)
