@@ -47,9 +47,8 @@ int64_t terms(int estimator, const double* v, const double* pv, const I* states,
         const I* ac = actions + (blk + r) * T;
         const double* sig = signal + (blk + r) * T;
         int32_t* idx = sa.data() + r * T;
-        double *w = q0.data() + r * T, *x = q1.data() + r * T, *z = q2.data() + r * T;
-        double acc = 0;
-        for (int64_t t = 0; t < T; ++t) {
+        double *w = q0.data() + r * T, *x = q1.data() + r * T;
+        for (int64_t t = 0; t < T; ++t) {  // independent steps: no serial chain here
           int64_t s_t = static_cast<int64_t>(st[t]), a_t = static_cast<int64_t>(ac[t]);
           if (static_cast<uint64_t>(s_t) >= static_cast<uint64_t>(S) ||
               static_cast<uint64_t>(a_t) >= static_cast<uint64_t>(A)) {
@@ -59,16 +58,24 @@ int64_t terms(int estimator, const double* v, const double* pv, const I* states,
           const int64_t i = s_t * A + a_t;
           idx[t] = static_cast<int32_t>(i);
           w[t] = discount[t] * sig[t];
-          const double u = v[i] - pv[s_t];
+          x[t] = v[i] - pv[s_t];  // u_t
+        }
+      }
+      // The forward recurrences, kCopies trajectories in lock-step so that their chains overlap.
+      double acc[kCopies] = {0, 0, 0, 0};
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t k = r * T + t;
+          const double u = q1[k], w = q0[k];
           if (estimator == 0) {  // dice: x = w_t U_t, U_t = sum_{k<=t} u_k
-            acc += u;
-            x[t] = w[t] * acc;
+            acc[r] += u;
+            q1[k] = w * acc[r];
           } else if (estimator == 1) {  // loaded dice: x = w_t u_t, z = w_t (F_t - u_t), F_t = lam F_{t-1} + u_t
-            z[t] = w[t] * (lam * acc);
-            acc = lam * acc + u;
-            x[t] = w[t] * u;
+            q2[k] = w * (lam * acc[r]);
+            acc[r] = lam * acc[r] + u;
+            q1[k] = w * u;
           } else {  // lvc: y_t = w_t u_t
-            x[t] = w[t] * u;
+            q1[k] = w * u;
           }
         }
       }
