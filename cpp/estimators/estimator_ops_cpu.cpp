@@ -1,5 +1,6 @@
-// CPU kernel of the magic-box estimator ops (see estimator_ops.h): one trajectory row per iteration,
-// rows split across OpenMP threads; three O(T) passes per row at most, a T-long scratch per thread.
+// CPU kernel of the magic-box estimator ops (see estimator_ops.h): blocks of kRows trajectory rows advance
+// through time in lock-step (their serial chains overlap), blocks split across OpenMP threads; three O(T)
+// passes at most, each a loop with the estimator fixed at compile time; an L1/L2-sized scratch per thread.
 #include "estimators/estimator_ops.h"
 
 #include <omp.h>
@@ -12,98 +13,113 @@
 namespace metakern {
 namespace {
 
-template <typename S>
-void row(int kind, const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value,
-         S* g, S* y, int64_t T, S gamma, S lam, S cap, S* h, S* e) {
-  // Forward: discount, value, and the per-step inputs of h (before the reverse sums) and e.
-  const bool cumulative = kind == kDice || kind == kDiceBaseline || kind == kOffPolicy;
-  S total = 0, d = 1, c = 0;
+constexpr int kRows = 8;  // rows advanced in lock-step: their serial chains overlap
+
+// Rows [0, R) of a block (R <= kRows), all of length T, at row stride T. Passes over time: forward
+// (discount, value, per-step inputs of h and e), reverse (h's episode sums, g, R), forward (F, y).
+template <int KIND, typename S>
+void block(int R, const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value,
+           S* g, S* y, int64_t T, S gamma, S lam, S cap, S* h, S* e) {
+  constexpr bool cumulative = KIND == kDice || KIND == kDiceBaseline || KIND == kOffPolicy;
+  S total[kRows] = {}, d[kRows], c[kRows] = {};
+  for (int r = 0; r < kRows; ++r) d[r] = 1;
   for (int64_t t = 0; t < T; ++t) {
-    if (t > 0) {
-      const bool cont = !(dn && dn[t - 1]);
-      d = cont ? gamma * d : S(1);
-      if (!cont) c = 0;
-    }
-    S ht = 0, et = 0;
-    switch (kind) {
-      case kMaml:
-        total += d * sig[t] * l[t];
-        ht = d * sig[t];  // g (h is 0 for this kind)
-        break;
-      case kDice:
-        ht = d * sig[t];
-        total += ht;
-        break;
-      case kDiceBaseline:
-        ht = d * sig[t];
-        total += ht;
-        et = -d * val[t];
-        break;
-      case kLoadedDice:
-        ht = d * sig[t];
-        break;
-      case kLvc:
-        ht = d * sig[t];
-        total += ht;
-        break;
-      case kOffPolicy: {
-        c += l[t] - beh[t];
-        const bool clamped = c > cap;
-        const S w = std::exp(clamped ? cap : c) * d * sig[t];
-        total += w;
+    for (int r = 0; r < R; ++r) {
+      const int64_t k = r * T + t;
+      if (t > 0) {
+        const bool cont = !(dn && dn[k - 1]);
+        d[r] = cont ? gamma * d[r] : S(1);
+        if (KIND == kOffPolicy && !cont) c[r] = 0;
+      }
+      S ht = d[r] * sig[k];
+      if (KIND == kMaml) {
+        total[r] += ht * l[k];
+      } else if (KIND == kOffPolicy) {
+        c[r] += l[k] - beh[k];
+        const bool clamped = c[r] > cap;
+        const S w = std::exp(clamped ? cap : c[r]) * ht;
+        total[r] += w;
         ht = clamped ? S(0) : w;
-        break;
+      } else if (KIND != kLoadedDice) {
+        total[r] += ht;
       }
+      h[k] = ht;
+      if (KIND == kDiceBaseline) e[k] = -d[r] * val[k];
     }
-    h[t] = ht;
-    e[t] = et;
   }
-  if (value) *value = total;
+  if (value) {
+    for (int r = 0; r < R; ++r) value[r] = total[r];
+  }
   if (!g && !y) return;
-  // Reverse: h (reverse sums within episodes for the cumulative kinds), g = h + e, and R into y.
-  const S lam_in = kind == kLoadedDice ? lam : (cumulative ? S(1) : S(0));
-  S acc = 0, R = 0;
+  const S lam_in = KIND == kLoadedDice ? lam : (cumulative ? S(1) : S(0));
+  S acc[kRows] = {}, Rs[kRows] = {};
   for (int64_t t = T - 1; t >= 0; --t) {
-    const bool cont = !(dn && dn[t]) && t + 1 < T;  // does step t+1 continue step t's episode?
-    if (cumulative) {
-      acc = h[t] + (cont ? acc : S(0));
-      h[t] = acc;
-    }
-    if (g) g[t] = h[t] + e[t];
-    if (y) {
-      if (kind == kMaml) {
-        y[t] = 0;
-      } else {
-        R = h[t] * u[t] + (cont ? lam_in * R : S(0));
-        y[t] = R;
+    for (int r = 0; r < R; ++r) {
+      const int64_t k = r * T + t;
+      const bool cont = t + 1 < T && !(dn && dn[k]);  // does step t+1 continue step t's episode?
+      if (cumulative) {
+        acc[r] = h[k] + (cont ? acc[r] : S(0));
+        h[k] = acc[r];
+      }
+      if (g) g[k] = KIND == kDiceBaseline ? h[k] + e[k] : h[k];
+      if (y) {
+        if (KIND == kMaml) {
+          y[k] = 0;
+        } else {
+          Rs[r] = h[k] * u[k] + (cont ? lam_in * Rs[r] : S(0));
+          y[k] = Rs[r];
+        }
       }
     }
   }
-  if (!y || kind == kMaml) return;
-  // Forward: F and (H u)_j = h_j (F_j - u_j) + R_j + e_j u_j.
-  S F = 0;
+  if (!y || KIND == kMaml || KIND == kLvc) return;  // lvc: lam = 0, so (H u)_t = R_t = h_t u_t
+  S F[kRows] = {};
   for (int64_t t = 0; t < T; ++t) {
-    const bool cont = t > 0 && !(dn && dn[t - 1]);
-    F = (cont ? lam_in * F : S(0)) + u[t];
-    y[t] = h[t] * (F - u[t]) + y[t] + e[t] * u[t];
+    for (int r = 0; r < R; ++r) {
+      const int64_t k = r * T + t;
+      const bool cont = t > 0 && !(dn && dn[k - 1]);
+      F[r] = (cont ? lam_in * F[r] : S(0)) + u[k];
+      S yt = h[k] * (F[r] - u[k]) + y[k];
+      if (KIND == kDiceBaseline) yt += e[k] * u[k];
+      y[k] = yt;
+    }
+  }
+}
+
+template <int KIND, typename S>
+void run_kind(const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value, S* g,
+              S* y, int64_t B, int64_t T, double gamma, double lam, double cap, int num_threads) {
+  int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  const int64_t blocks = (B + kRows - 1) / kRows;
+  nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, blocks)));
+  if (B * T < 32768) nt = 1;  // small problems: thread start-up costs more than it saves
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<S> h(static_cast<size_t>(kRows * T)), e(KIND == kDiceBaseline ? static_cast<size_t>(kRows * T) : 0);
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t b = blk * kRows;
+      const int R = static_cast<int>(std::min<int64_t>(kRows, B - b));
+      const int64_t o = b * T;
+      block<KIND, S>(R, l + o, sig + o, val ? val + o : nullptr, beh ? beh + o : nullptr, dn ? dn + o : nullptr,
+                     u ? u + o : nullptr, value ? value + b : nullptr, g ? g + o : nullptr, y ? y + o : nullptr, T,
+                     static_cast<S>(gamma), static_cast<S>(lam), static_cast<S>(cap), h.data(), e.data());
+    }
   }
 }
 
 template <typename S>
 void run(int kind, const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value,
          S* g, S* y, int64_t B, int64_t T, double gamma, double lam, double cap, int num_threads) {
-  int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
-  nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, B)));
-#pragma omp parallel num_threads(nt)
-  {
-    std::vector<S> h(static_cast<size_t>(T)), e(static_cast<size_t>(T));
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t o = b * T;
-      row<S>(kind, l + o, sig + o, val ? val + o : nullptr, beh ? beh + o : nullptr, dn ? dn + o : nullptr,
-             u ? u + o : nullptr, value ? value + b : nullptr, g ? g + o : nullptr, y ? y + o : nullptr, T,
-             static_cast<S>(gamma), static_cast<S>(lam), static_cast<S>(cap), h.data(), e.data());
-    }
+  switch (kind) {
+    case kMaml: return run_kind<kMaml>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
+    case kDice: return run_kind<kDice>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
+    case kDiceBaseline:
+      return run_kind<kDiceBaseline>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
+    case kLoadedDice:
+      return run_kind<kLoadedDice>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
+    case kLvc: return run_kind<kLvc>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
+    default: return run_kind<kOffPolicy>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
   }
 }
 

@@ -4,23 +4,135 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace metakern {
 
 namespace {
 
+constexpr int kCopies = 4;  // trajectories in lock-step, each adding into its own copy of the bins
+
+struct Scratch {
+  int32_t* sa;  // flat (s, a) index per step
+  double *q0, *q1, *q2;
+};
+
+// RR trajectories in lock-step (their serial chains overlap), adding (g_t, y_t) into bin[2 (s_t, a_t) + {0, 1}]
+// of their own bin copies. The passes are store-lean: the bins are the only stores of dice and lvc.
+template <int E, int RR, typename I>
+void rows(const I* states, const I* actions, const double* signal, const double* discount, const double* v,
+          const double* pv, int64_t row0, int64_t T, int64_t S, int64_t A, double lam, int64_t bins, double* bin0,
+          double& val, int64_t& bad, const Scratch& q) {
+  const I* st[RR];
+  const I* ac[RR];
+  const double* sig[RR];
+  for (int r = 0; r < RR; ++r) {
+    st[r] = states + (row0 + r) * T;
+    ac[r] = actions + (row0 + r) * T;
+    sig[r] = signal + (row0 + r) * T;
+  }
+  // Step t of row r: its flat (s, a) index (range-checked), w_t = gamma^t signal_t, u_t = grad l_t . v.
+  auto step = [&](int r, int64_t t, int64_t& i, double& w, double& u) {
+    int64_t s_t = static_cast<int64_t>(st[r][t]), a_t = static_cast<int64_t>(ac[r][t]);
+    if (static_cast<uint64_t>(s_t) >= static_cast<uint64_t>(S) ||
+        static_cast<uint64_t>(a_t) >= static_cast<uint64_t>(A)) {
+      if (bad < 0 || (row0 + r) * T + t < bad) bad = (row0 + r) * T + t;
+      s_t = a_t = 0;  // keep reading in bounds; the caller raises
+    }
+    i = s_t * A + a_t;
+    w = discount[t] * sig[r][t];
+    u = v[i] - pv[s_t];
+  };
+  if (E == 2) {  // lvc: g_t = w_t, y_t = w_t u_t: one pass, nothing stored but the bins
+    double sum[RR] = {};
+    for (int64_t t = 0; t < T; ++t) {
+      for (int r = 0; r < RR; ++r) {
+        int64_t i;
+        double w, u;
+        step(r, t, i, w, u);
+        double* bin = bin0 + r * bins + 2 * i;
+        bin[0] += w;
+        bin[1] += w * u;
+        sum[r] += w;
+      }
+    }
+    for (int r = 0; r < RR; ++r) val += sum[r];
+    return;
+  }
+  // dice and loaded dice: pass 1 forward (U or F need the earlier steps) stores per step what pass 2 (reverse:
+  // G or R need the later ones) adds into the bins.
+  double F[RR] = {};
+  for (int64_t t = 0; t < T; ++t) {
+    for (int r = 0; r < RR; ++r) {
+      int64_t i;
+      double w, u;
+      step(r, t, i, w, u);
+      const int64_t k = r * T + t;
+      q.sa[k] = static_cast<int32_t>(i);
+      q.q0[k] = w;
+      if (E == 0) {  // U_t = sum_{k<=t} u_k; q1 = w_t U_t
+        F[r] += u;
+        q.q1[k] = w * F[r];
+      } else {  // F_t = lam F_{t-1} + u_t; q1 = w_t u_t, q2 = w_t (F_t - u_t)
+        q.q1[k] = w * u;
+        q.q2[k] = w * (lam * F[r]);
+        F[r] = lam * F[r] + u;
+      }
+    }
+  }
+  double G[RR] = {}, Rs[RR] = {};
+  for (int64_t t = T - 1; t >= 0; --t) {
+    for (int r = 0; r < RR; ++r) {
+      const int64_t k = r * T + t;
+      double* bin = bin0 + r * bins + 2 * static_cast<int64_t>(q.sa[k]);
+      if (E == 0) {  // g_t = G_t = sum_{k>=t} w_k, y_t = sum_{k>=t} w_k U_k
+        G[r] += q.q0[k];
+        Rs[r] += q.q1[k];
+        bin[0] += G[r];
+        bin[1] += Rs[r];
+      } else {  // g_t = w_t, y_t = w_t (F_t - u_t) + R_t, R_t = w_t u_t + lam R_{t+1}
+        Rs[r] = q.q1[k] + lam * Rs[r];
+        bin[0] += q.q0[k];
+        bin[1] += q.q2[k] + Rs[r];
+      }
+    }
+  }
+  if (E == 0) {
+    for (int r = 0; r < RR; ++r) val += G[r];  // G_0: the sum of w, the objective
+  }
+}
+
+template <int E, typename I>
+void all_rows(const I* states, const I* actions, const double* signal, const double* discount, const double* v,
+              const double* pv, int64_t b0, int64_t b1, int64_t T, int64_t S, int64_t A, double lam, int64_t bins,
+              double* mine, double& val, int64_t& bad, const Scratch& q) {
+  int64_t b = b0;
+  for (; b + kCopies <= b1; b += kCopies) {
+    rows<E, kCopies>(states, actions, signal, discount, v, pv, b, T, S, A, lam, bins, mine, val, bad, q);
+  }
+  for (; b < b1; ++b) rows<E, 1>(states, actions, signal, discount, v, pv, b, T, S, A, lam, bins, mine, val, bad, q);
+}
+
 template <typename I>
-int64_t terms(int estimator, const double* v, const double* pv, const I* states, const I* actions,
+int64_t terms(int estimator, const double* theta, const double* v, const I* states, const I* actions,
               const double* signal, int64_t B, int64_t T, int64_t S, int64_t A, double gamma, double lam,
-              double* at_g, double* st_g, double* at_y, double* st_y, double* value, int num_threads) {
+              double* grad, double* hvp, double* value, int num_threads) {
+  // pi = softmax(theta) per state and pv[s] = <pi_s, v_s>.
+  std::vector<double> pi(static_cast<size_t>(S * A)), pv(static_cast<size_t>(S));
+  for (int64_t s = 0; s < S; ++s) {
+    const double* th = theta + s * A;
+    double m = th[0], z = 0, d = 0;
+    for (int64_t a = 1; a < A; ++a) m = std::max(m, th[a]);
+    for (int64_t a = 0; a < A; ++a) z += (pi[s * A + a] = std::exp(th[a] - m));
+    for (int64_t a = 0; a < A; ++a) d += (pi[s * A + a] /= z) * v[s * A + a];
+    pv[s] = d;
+  }
   int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
   nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, B)));
   const int64_t SA = S * A;
-  // kCopies trajectories are processed together, each adding into its own copy of the bins. A bin holds
-  // the sums of g and y at one (s, a) side by side (one cache line per step); the per-state sums are the
-  // bins' sums over a, formed at the end.
-  constexpr int64_t kCopies = 4;
+  // A bin holds the sums of g and y at one (s, a) side by side (one cache line per step); the per-state
+  // sums are the bins' sums over a, formed at the end.
   const int64_t bins = 2 * SA;
   const int64_t width = kCopies * bins + 1;  // ... per copy, then the value
   std::vector<double> partial(static_cast<size_t>(nt) * width, 0.0);
@@ -32,94 +144,26 @@ int64_t terms(int estimator, const double* v, const double* pv, const I* states,
   {
     const int tid = omp_get_thread_num();
     double* mine = partial.data() + static_cast<size_t>(tid) * width;
-    double& val = mine[kCopies * bins];
-    int64_t& bad_here = bad[tid];
-    // Pass 1 (forward) reads a trajectory once: the flat (s, a) index, w_t = gamma^t signal_t, the
-    // gathered u_t and the forward recurrence; pass 2 (reverse) runs the reverse sums and fills the bins.
     std::vector<int32_t> sa(kCopies * T);
     std::vector<double> q0(kCopies * T), q1(kCopies * T), q2(kCopies * T);
+    const Scratch q{sa.data(), q0.data(), q1.data(), q2.data()};
     const int64_t per = (B + nt - 1) / nt;
-    const int64_t b0 = tid * per, b1 = std::min(B, b0 + per);
-    for (int64_t blk = b0; blk < b1; blk += kCopies) {
-      const int64_t R = std::min<int64_t>(kCopies, b1 - blk);
-      for (int64_t r = 0; r < R; ++r) {
-        const I* st = states + (blk + r) * T;
-        const I* ac = actions + (blk + r) * T;
-        const double* sig = signal + (blk + r) * T;
-        int32_t* idx = sa.data() + r * T;
-        double *w = q0.data() + r * T, *x = q1.data() + r * T;
-        for (int64_t t = 0; t < T; ++t) {  // independent steps: no serial chain here
-          int64_t s_t = static_cast<int64_t>(st[t]), a_t = static_cast<int64_t>(ac[t]);
-          if (static_cast<uint64_t>(s_t) >= static_cast<uint64_t>(S) ||
-              static_cast<uint64_t>(a_t) >= static_cast<uint64_t>(A)) {
-            if (bad_here < 0) bad_here = (blk + r) * T + t;
-            s_t = a_t = 0;  // keep reading in bounds; the caller raises
-          }
-          const int64_t i = s_t * A + a_t;
-          idx[t] = static_cast<int32_t>(i);
-          w[t] = discount[t] * sig[t];
-          x[t] = v[i] - pv[s_t];  // u_t
-        }
-      }
-      // The forward recurrences, kCopies trajectories in lock-step so that their chains overlap.
-      double acc[kCopies] = {0, 0, 0, 0};
-      for (int64_t t = 0; t < T; ++t) {
-        for (int64_t r = 0; r < R; ++r) {
-          const int64_t k = r * T + t;
-          const double u = q1[k], w = q0[k];
-          if (estimator == 0) {  // dice: x = w_t U_t, U_t = sum_{k<=t} u_k
-            acc[r] += u;
-            q1[k] = w * acc[r];
-          } else if (estimator == 1) {  // loaded dice: x = w_t u_t, z = w_t (F_t - u_t), F_t = lam F_{t-1} + u_t
-            q2[k] = w * (lam * acc[r]);
-            acc[r] = lam * acc[r] + u;
-            q1[k] = w * u;
-          } else {  // lvc: y_t = w_t u_t
-            q1[k] = w * u;
-          }
-        }
-      }
-      if (estimator == 0) {  // g_t = sum_{k>=t} w_k, y_t = sum_{k>=t} w_k U_k
-        double g[kCopies] = {0, 0, 0, 0}, y[kCopies] = {0, 0, 0, 0};
-        for (int64_t t = T - 1; t >= 0; --t) {
-          for (int64_t r = 0; r < R; ++r) {
-            g[r] += q0[r * T + t];
-            y[r] += q1[r * T + t];
-            double* bin = mine + r * bins + 2 * static_cast<int64_t>(sa[r * T + t]);
-            bin[0] += g[r];
-            bin[1] += y[r];
-          }
-        }
-        for (int64_t r = 0; r < R; ++r) val += g[r];  // g at t = 0 is the trajectory's sum of w
-      } else if (estimator == 1) {  // g_t = w_t, y_t = w_t (F_t - u_t) + R_t, R_t = w_t u_t + lam R_{t+1}
-        double Rs[kCopies] = {0, 0, 0, 0};
-        for (int64_t t = T - 1; t >= 0; --t) {
-          for (int64_t r = 0; r < R; ++r) {
-            Rs[r] = q1[r * T + t] + lam * Rs[r];
-            double* bin = mine + r * bins + 2 * static_cast<int64_t>(sa[r * T + t]);
-            bin[0] += q0[r * T + t];
-            bin[1] += q2[r * T + t] + Rs[r];
-          }
-        }
-      } else {
-        for (int64_t r = 0; r < R; ++r) {
-          double sum = 0;
-          for (int64_t t = 0; t < T; ++t) {
-            double* bin = mine + r * bins + 2 * static_cast<int64_t>(sa[r * T + t]);
-            bin[0] += q0[r * T + t];
-            bin[1] += q1[r * T + t];
-            sum += q0[r * T + t];
-          }
-          val += sum;
-        }
-      }
+    const int64_t b0 = std::min(B, tid * per), b1 = std::min(B, b0 + per);
+    double& val = mine[kCopies * bins];
+    int64_t& bad_here = bad[tid];
+    if (estimator == 0) {
+      all_rows<0>(states, actions, signal, discount.data(), v, pv.data(), b0, b1, T, S, A, lam, bins, mine, val,
+                  bad_here, q);
+    } else if (estimator == 1) {
+      all_rows<1>(states, actions, signal, discount.data(), v, pv.data(), b0, b1, T, S, A, lam, bins, mine, val,
+                  bad_here, q);
+    } else {
+      all_rows<2>(states, actions, signal, discount.data(), v, pv.data(), b0, b1, T, S, A, lam, bins, mine, val,
+                  bad_here, q);
     }
   }
-  std::fill(at_g, at_g + SA, 0.0);
-  std::fill(at_y, at_y + SA, 0.0);
-  std::fill(st_g, st_g + S, 0.0);
-  std::fill(st_y, st_y + S, 0.0);
-  *value = 0.0;
+  std::vector<double> at_g(static_cast<size_t>(SA), 0.0), at_y(static_cast<size_t>(SA), 0.0);
+  double total = 0.0;
   for (int k = 0; k < nt; ++k) {  // threads and copies in a fixed order: deterministic
     const double* mine = partial.data() + static_cast<size_t>(k) * width;
     for (int64_t c = 0; c < kCopies; ++c) {
@@ -129,14 +173,24 @@ int64_t terms(int estimator, const double* v, const double* pv, const I* states,
         at_y[i] += p[2 * i + 1];
       }
     }
-    *value += mine[kCopies * bins];
+    total += mine[kCopies * bins];
   }
+  // sum_t c_t grad l_t = (sum of c at (s, a)) - pi_s (sum of c over the visits of s); the HVP adds
+  // -sum_t g_t (grad^2 l_t) v = -st_g[s] pi_s (v_s - <pi_s, v_s>).
+  const double inv = 1.0 / static_cast<double>(B);
   for (int64_t s = 0; s < S; ++s) {
+    double st_g = 0, st_y = 0;
     for (int64_t a = 0; a < A; ++a) {
-      st_g[s] += at_g[s * A + a];
-      st_y[s] += at_y[s * A + a];
+      st_g += at_g[s * A + a];
+      st_y += at_y[s * A + a];
+    }
+    for (int64_t a = 0; a < A; ++a) {
+      const int64_t i = s * A + a;
+      grad[i] = (at_g[i] - st_g * pi[i]) * inv;
+      hvp[i] = (at_y[i] - st_y * pi[i] - st_g * pi[i] * (v[i] - pv[s])) * inv;
     }
   }
+  *value = total * inv;
   for (int64_t b : bad) {  // threads own increasing row ranges: the first flagged one is the first
     if (b >= 0) return b;
   }
@@ -145,16 +199,16 @@ int64_t terms(int estimator, const double* v, const double* pv, const I* states,
 
 }  // namespace
 
-int64_t tabular_estimator_terms_cpu(int estimator, const double* v, const double* pv, const void* states,
-                                    const void* actions, bool idx32, const double* signal, int64_t B, int64_t T,
-                                    int64_t S, int64_t A, double gamma, double lam, double* at_g, double* st_g,
-                                    double* at_y, double* st_y, double* value, int num_threads) {
+int64_t tabular_estimator_derivatives_cpu(int estimator, const double* theta, const double* v, const void* states,
+                                          const void* actions, bool idx32, const double* signal, int64_t B,
+                                          int64_t T, int64_t S, int64_t A, double gamma, double lam, double* grad,
+                                          double* hvp, double* value, int num_threads) {
   if (idx32) {
-    return terms(estimator, v, pv, static_cast<const int32_t*>(states), static_cast<const int32_t*>(actions),
-                 signal, B, T, S, A, gamma, lam, at_g, st_g, at_y, st_y, value, num_threads);
+    return terms(estimator, theta, v, static_cast<const int32_t*>(states), static_cast<const int32_t*>(actions),
+                 signal, B, T, S, A, gamma, lam, grad, hvp, value, num_threads);
   }
-  return terms(estimator, v, pv, static_cast<const int64_t*>(states), static_cast<const int64_t*>(actions), signal,
-               B, T, S, A, gamma, lam, at_g, st_g, at_y, st_y, value, num_threads);
+  return terms(estimator, theta, v, static_cast<const int64_t*>(states), static_cast<const int64_t*>(actions),
+               signal, B, T, S, A, gamma, lam, grad, hvp, value, num_threads);
 }
 
 }  // namespace metakern
