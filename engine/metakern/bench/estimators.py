@@ -3,7 +3,9 @@
 Gradient + Hessian-vector product of the DiCE and Loaded DiCE objectives for a tabular softmax
 policy at issue 3's size (B=1024 trajectories, T=200, S=20, A=5, float64): the closed forms, by
 the C++ kernel (``cpp``) and by scans and per-state sums (``reference``), against autograd double
-backward through the reference objective (``autograd``, the baseline).
+backward through the reference objective (``autograd``, the baseline: log-probs gathered from one
+log_softmax of the table; ``autograd-per-step``: the policy evaluated per step, logits [B, T, A], as
+a policy module computes them).
 
 Log-prob space (``*.lspace``): value, gradient and Hessian-vector product of each estimator op on
 [B, T] log-probs (J, then autograd.grad with create_graph, then autograd.grad of <g, u>: the calls a
@@ -46,11 +48,15 @@ def _closed_form(name, lam):
     return setup
 
 
-def _autograd(name, lam):
+def _autograd(name, lam, per_step=False):
     def setup(inp):
         def step():
             theta = inp["theta"].clone().requires_grad_()
-            logp = torch.log_softmax(theta, -1)[inp["states"], inp["actions"]]
+            if per_step:  # the policy evaluated per step, as a policy module does: logits [B, T, A]
+                logits = theta[inp["states"]]
+                logp = torch.log_softmax(logits, -1).gather(-1, inp["actions"][..., None]).squeeze(-1)
+            else:  # one log_softmax of the table, gathered
+                logp = torch.log_softmax(theta, -1)[inp["states"], inp["actions"]]
             if name == "dice":
                 J = est.dice(logp, inp["signal"], GAMMA)
             else:
@@ -66,6 +72,10 @@ def _autograd(name, lam):
 
 @register("estimators")
 def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
+    return [*_tabular_cases(device), *_lspace_cases(device, dtype)]
+
+
+def _tabular_cases(device: torch.device) -> Iterable[Case]:
     cases = []
     for name, lam in (("dice", 1.0), ("loaded_dice", LAM)):
         cases.append(
@@ -82,6 +92,7 @@ def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
                     Impl("cpp", _closed_form(name, lam), backend="cpp"),
                     Impl("reference", _closed_form(name, lam), backend="reference"),
                     Impl("autograd", _autograd(name, lam), kind="peer"),
+                    Impl("autograd-per-step", _autograd(name, lam, per_step=True), kind="peer"),
                 ],
                 baseline="autograd",
             )
@@ -124,7 +135,6 @@ def _lspace(fn, module):
     return setup
 
 
-@register("estimators")
 def _lspace_cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
     device = torch.device(device)
     if dtype not in (torch.float32, torch.float64):
