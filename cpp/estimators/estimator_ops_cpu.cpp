@@ -45,11 +45,17 @@ void block(int R, const S* l, const S* sig, const S* val, const S* beh, const ui
       }
       h[k] = ht;
       if (KIND == kDiceBaseline) e[k] = -d[r] * val[k];
+      if (!cumulative) {  // maml, loaded dice, lvc: g = h; maml and lvc also have H u in closed form here
+        if (g) g[k] = ht;
+        if (y && KIND == kMaml) y[k] = 0;
+        if (y && KIND == kLvc) y[k] = ht * u[k];  // lam = 0: (H u)_t = h_t u_t
+      }
     }
   }
   if (value) {
     for (int r = 0; r < R; ++r) value[r] = total[r];
   }
+  if (KIND == kMaml || KIND == kLvc || (KIND == kLoadedDice && !y)) return;  // one pass was enough
   if (!g && !y) return;
   const S lam_in = KIND == kLoadedDice ? lam : (cumulative ? S(1) : S(0));
   S acc[kRows] = {}, Rs[kRows] = {};
@@ -61,7 +67,7 @@ void block(int R, const S* l, const S* sig, const S* val, const S* beh, const ui
         acc[r] = h[k] + (cont ? acc[r] : S(0));
         h[k] = acc[r];
       }
-      if (g) g[k] = KIND == kDiceBaseline ? h[k] + e[k] : h[k];
+      if (g && cumulative) g[k] = KIND == kDiceBaseline ? h[k] + e[k] : h[k];
       if (y) {
         if (KIND == kMaml) {
           y[k] = 0;
