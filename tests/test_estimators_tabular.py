@@ -60,7 +60,8 @@ def test_int32_indices(backend):
 
 @pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpp", "reference")])
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
-def test_out_of_range_index_is_reported(backend, dtype):
+@pytest.mark.parametrize("name", ["dice", "loaded_dice", "lvc"])
+def test_out_of_range_index_is_reported(backend, dtype, name):
     theta, states, actions, signal, v = problem(B=6, T=30, S=5, A=4, seed=3)
     states, actions = states.to(dtype), actions.to(dtype)
     bad_s, bad_a = states.clone(), actions.clone()
@@ -68,9 +69,9 @@ def test_out_of_range_index_is_reported(backend, dtype):
     bad_a[2, 3] = -1
     with metakern.use_backend(backend):
         with pytest.raises(ValueError, match=r"states: expected indices in \[0, 5\), got .*5"):
-            tabular_derivatives("lvc", theta, bad_s, actions, v, signal, 0.9)
+            tabular_derivatives(name, theta, bad_s, actions, v, signal, 0.9)
         with pytest.raises(ValueError, match=r"actions: expected indices in \[0, 4\), got .*-1"):
-            tabular_derivatives("lvc", theta, states, bad_a, v, signal, 0.9)
+            tabular_derivatives(name, theta, states, bad_a, v, signal, 0.9)
 
 
 def test_bad_inputs():
