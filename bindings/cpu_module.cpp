@@ -131,32 +131,30 @@ PYBIND11_MODULE(_C, m) {
       "(see cpp/estimators/estimator_ops.h); null pointers skip outputs");
 
   m.def(
-      "tabular_estimator_terms",
-      [](int estimator, std::uintptr_t v, std::uintptr_t pv, std::uintptr_t states, std::uintptr_t actions,
+      "tabular_estimator_derivatives",
+      [](int estimator, std::uintptr_t theta, std::uintptr_t v, std::uintptr_t states, std::uintptr_t actions,
          bool idx32, std::uintptr_t signal, int64_t B, int64_t T, int64_t S, int64_t A, double gamma, double lam,
-         std::uintptr_t at_g, std::uintptr_t st_g, std::uintptr_t at_y, std::uintptr_t st_y, std::uintptr_t value,
-         int num_threads) {
+         std::uintptr_t grad, std::uintptr_t hvp, std::uintptr_t value, int num_threads) {
         if (estimator < 0 || estimator > 2) throw std::invalid_argument("metakern: unknown estimator code");
         check_sizes(B, T);
         check_sizes(S, A);
-        for (auto [p, name] : {std::pair{v, "v"}, {pv, "pv"}, {states, "states"}, {actions, "actions"},
-                               {signal, "signal"}, {at_g, "at_g"}, {st_g, "st_g"}, {at_y, "at_y"},
-                               {st_y, "st_y"}, {value, "value"}}) {
+        for (auto [p, name] : {std::pair{theta, "theta"}, {v, "v"}, {states, "states"}, {actions, "actions"},
+                               {signal, "signal"}, {grad, "grad"}, {hvp, "hvp"}, {value, "value"}}) {
           check_ptr(p, name);
         }
         py::gil_scoped_release release;
-        return tabular_estimator_terms_cpu(estimator, as_ptr<const double>(v), as_ptr<const double>(pv),
-                                           as_ptr<const void>(states), as_ptr<const void>(actions), idx32,
-                                           as_ptr<const double>(signal), B, T, S, A, gamma, lam,
-                                           as_ptr<double>(at_g), as_ptr<double>(st_g), as_ptr<double>(at_y),
-                                           as_ptr<double>(st_y), as_ptr<double>(value), num_threads);
+        return tabular_estimator_derivatives_cpu(estimator, as_ptr<const double>(theta), as_ptr<const double>(v),
+                                                 as_ptr<const void>(states), as_ptr<const void>(actions), idx32,
+                                                 as_ptr<const double>(signal), B, T, S, A, gamma, lam,
+                                                 as_ptr<double>(grad), as_ptr<double>(hvp), as_ptr<double>(value),
+                                                 num_threads);
       },
-      py::arg("estimator"), py::arg("v"), py::arg("pv"), py::arg("states"), py::arg("actions"), py::arg("idx32"),
-      py::arg("signal"),
-      py::arg("B"), py::arg("T"), py::arg("S"), py::arg("A"), py::arg("gamma"), py::arg("lam"), py::arg("at_g"),
-      py::arg("st_g"), py::arg("at_y"), py::arg("st_y"), py::arg("value"), py::arg("num_threads") = 0,
-      "per-(s, a) and per-s sums of the estimator terms g and H_l u (cpp/estimators/tabular_estimators.h); "
-      "returns -1, or the flat index of the first step with an out-of-range state or action");
+      py::arg("estimator"), py::arg("theta"), py::arg("v"), py::arg("states"), py::arg("actions"), py::arg("idx32"),
+      py::arg("signal"), py::arg("B"), py::arg("T"), py::arg("S"), py::arg("A"), py::arg("gamma"), py::arg("lam"),
+      py::arg("grad"), py::arg("hvp"), py::arg("value"), py::arg("num_threads") = 0,
+      "value, gradient and Hessian-vector product (batch means) of an estimator objective for the tabular "
+      "softmax policy softmax(theta) (cpp/estimators/tabular_estimators.h); returns -1, or the flat index of "
+      "the first step with an out-of-range state or action");
 
   // Softmax policy log-probs (cpp/policy/policy_log_prob.h): each returns -1, or the flat index of the
   // first step whose state or action is out of range. Null (0) optional pointers are skipped.

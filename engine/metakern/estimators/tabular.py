@@ -92,12 +92,12 @@ def tabular_derivatives(
     lam = _validate.real("lam", lam, low=0.0, high=1.0)
     B, T = states.shape
     S, A = theta.shape
-    pi = torch.softmax(theta, dim=-1)  # [S, A]
-    pv = (pi * v).sum(-1)  # <pi_s, v_s>, [S]
     if theta.device.type == "cpu" and theta.dtype == torch.float64 and S * A < 2**31:
         if _backend.select("estimators", "cpu", preference=("cpp",)) == "cpp":
-            return _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam)
+            return _derivatives_cpp(estimator, theta, v, states, actions, signal, gamma, lam)
     _check_range(states, actions, S, A)  # the C++ kernel checks the indices as it reads them
+    pi = torch.softmax(theta, dim=-1)  # [S, A]
+    pv = (pi * v).sum(-1)  # <pi_s, v_s>, [S]
     s_flat = states.long().reshape(-1)
     sa_flat = s_flat * A + actions.long().reshape(-1)  # index of (s_t, a_t) in theta.reshape(-1)
     u = (v.reshape(-1).take(sa_flat) - pv.take(s_flat)).reshape(B, T)  # grad l_t . v
@@ -140,19 +140,19 @@ def _assemble(value, at_g, st_g, at_y, st_y, pi, v, pv, B) -> Derivatives:
 _CODES = {"dice": 0, "loaded_dice": 1, "lvc": 2}
 
 
-def _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam) -> Derivatives:
+def _derivatives_cpp(estimator, theta, v, states, actions, signal, gamma, lam) -> Derivatives:
+    """One kernel call: softmax, both passes, per-(s, a) sums and the assembly (as ``_assemble``)."""
     B, T = states.shape
-    S, A = pi.shape
+    S, A = theta.shape
     idx32 = states.dtype == torch.int32 and actions.dtype == torch.int32  # int32 is read as is
-    states, actions = (states.contiguous(), actions.contiguous()) if idx32 else (states.long(), actions.long())
+    states, actions = (states, actions) if idx32 else (states.long(), actions.long())
     states, actions = states.contiguous(), actions.contiguous()
-    v, pv, signal = v.contiguous(), pv.contiguous(), signal.contiguous()
-    at_g, at_y = pi.new_empty(S, A), pi.new_empty(S, A)
-    st_g, st_y, total = pi.new_empty(S), pi.new_empty(S), pi.new_empty(())
-    bad = _backend.cpp_module().tabular_estimator_terms(
-        _CODES[estimator], v.data_ptr(), pv.data_ptr(), states.data_ptr(), actions.data_ptr(), idx32,
-        signal.data_ptr(), B, T, S, A, gamma, lam, at_g.data_ptr(), st_g.data_ptr(), at_y.data_ptr(),
-        st_y.data_ptr(), total.data_ptr(), torch.get_num_threads(),
+    theta, v, signal = theta.contiguous(), v.contiguous(), signal.contiguous()
+    grad, hvp, value = torch.empty_like(theta), torch.empty_like(theta), theta.new_empty(())
+    bad = _backend.cpp_module().tabular_estimator_derivatives(
+        _CODES[estimator], theta.data_ptr(), v.data_ptr(), states.data_ptr(), actions.data_ptr(), idx32,
+        signal.data_ptr(), B, T, S, A, gamma, lam, grad.data_ptr(), hvp.data_ptr(), value.data_ptr(),
+        torch.get_num_threads(),
     )  # fmt: skip
     if bad >= 0:
         b, t = divmod(bad, T)
@@ -160,4 +160,4 @@ def _derivatives_cpp(estimator, pi, v, pv, states, actions, signal, gamma, lam) 
         which = "states" if not 0 <= s_bt < S else "actions"
         bound, got = (S, s_bt) if which == "states" else (A, a_bt)
         raise ValueError(f"{which}: expected indices in [0, {bound}), got {got} at [{b}, {t}]")
-    return _assemble(total / B, at_g, st_g, at_y, st_y, pi, v, pv, B)
+    return Derivatives(value, grad, hvp)
