@@ -19,6 +19,15 @@ KIND_CODES = {"maml": 0, "dice": 1, "dice_baseline": 2, "loaded_dice": 3, "lvc":
 
 
 @triton.jit
+def _continues_previous(dn_ptr, base, t, ok, zero, HAS_DONES: tl.constexpr):
+    """Per row: does step t continue step t-1's episode (t > 0 and no done after step t-1)?"""
+    if HAS_DONES:
+        prev_done = tl.load(dn_ptr + base + t - 1, mask=ok & (t > 0), other=0) != 0
+        return (t > 0) & (prev_done == 0)
+    return (zero + t) > 0
+
+
+@triton.jit
 def _estimator_kernel(
     l_ptr,
     sig_ptr,
@@ -58,11 +67,7 @@ def _estimator_kernel(
     c = zero
     # Pass 1 (forward): discount, value, per-step inputs of h.
     for t in range(0, T):
-        if HAS_DONES:
-            prev_done = tl.load(dn_ptr + base + t - 1, mask=ok & (t > 0), other=0) != 0
-            cont = (t > 0) & (prev_done == 0)
-        else:
-            cont = (zero + t) > 0
+        cont = _continues_previous(dn_ptr, base, t, ok, zero, HAS_DONES)
         d = tl.where(cont, gamma * d, one)
         s = tl.load(sig_ptr + base + t, mask=ok, other=0.0).to(acc_ty)
         ht = d * s
@@ -119,11 +124,7 @@ def _estimator_kernel(
             F = zero
             d = one
             for t in range(0, T):
-                if HAS_DONES:
-                    prev_done = tl.load(dn_ptr + base + t - 1, mask=ok & (t > 0), other=0) != 0
-                    cont = (t > 0) & (prev_done == 0)
-                else:
-                    cont = (zero + t) > 0
+                cont = _continues_previous(dn_ptr, base, t, ok, zero, HAS_DONES)
                 d = tl.where(cont, gamma * d, one)
                 et = zero
                 if KIND == 2:
