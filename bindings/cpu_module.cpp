@@ -94,7 +94,7 @@ PYBIND11_MODULE(_C, m) {
         check_sizes(A, K + 1);
         if (!(gamma >= 0.0 && gamma < 1.0)) throw std::invalid_argument("metakern: gamma must be in [0, 1)");
         for (auto [p, name] : {std::pair{P, "P"}, {R, "R"}, {init, "init"}, {theta0, "theta0"},
-                               {meta_grad, "meta_grad"}, {objective, "objective"}, {thetas, "thetas"}}) {
+                               {meta_grad, "meta_grad"}, {objective, "objective"}}) {
           check_ptr(p, name);
         }
         py::gil_scoped_release release;

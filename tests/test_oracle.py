@@ -190,3 +190,16 @@ def test_finite_horizon_value_tends_to_the_infinite_horizon_value():
     mdp = O.random_mdps(2, 6, 3, gamma=0.8, seed=5)
     theta = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     torch.testing.assert_close(O.finite_horizon_value(mdp, theta, 400), O.evaluate(mdp, theta).objective)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_meta_gradient_without_thetas(backend):
+    mdp = O.random_mdps(11, 20, 5, seed=4)
+    theta = torch.randn(11, 20, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with metakern.use_backend(backend):
+        full = O.maml_meta_gradient(mdp, theta, 2.0, 3)
+        lean = O.maml_meta_gradient(mdp, theta, 2.0, 3, return_thetas=False)
+    assert lean.thetas is None and len(full.thetas) == 4
+    assert torch.equal(lean.meta_gradient, full.meta_gradient) and torch.equal(lean.objective, full.objective)
+    with pytest.raises(TypeError, match="return_thetas"):
+        O.maml_meta_gradient(mdp, theta, 2.0, 3, return_thetas=1)

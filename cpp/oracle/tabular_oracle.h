@@ -25,7 +25,7 @@
 namespace metakern {
 
 // P [B, S, A, S], R [B, S, A], init [B, S], theta0 [B, S, A] (contiguous float64).
-// Outputs: meta_grad [B, S, A], objective [B] (J(theta_K)), thetas [K+1, B, S, A] (theta_0..K).
+// Outputs: meta_grad [B, S, A], objective [B] (J(theta_K)), thetas [K+1, B, S, A] (theta_0..K; null: not written).
 void oracle_maml_meta_gradient_cpu(const double* P, const double* R, const double* init,
                                    const double* theta0, int64_t B, int64_t S, int64_t A,
                                    double gamma, double alpha, int64_t K, double* meta_grad,

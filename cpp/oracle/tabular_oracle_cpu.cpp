@@ -387,7 +387,9 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
   }
   scatter(meta_grad, v, first, B, SA);
   scatter(objective, &ws.evals[K].J, first, B, 1);
-  for (int64_t k = 0; k <= K; ++k) scatter(thetas + k * B * SA, theta + k * SA, first, B, SA);
+  if (thetas) {
+    for (int64_t k = 0; k <= K; ++k) scatter(thetas + k * B * SA, theta + k * SA, first, B, SA);
+  }
 }
 
 
@@ -801,7 +803,7 @@ struct Fixed {
     // This group's outputs, unless they are streamed (the thetas; the meta-gradient, which a caller
     // uses next, is written through the caches).
     pf.add(meta_grad + first * SA, count * SA * 8, true);
-    for (int64_t k = 0; k <= K; ++k) {
+    for (int64_t k = 0; k <= K && thetas_out; ++k) {
       double* out = thetas_out + (k * B + first) * SA;
       if (!streamable(out, count)) pf.add(out, count * SA * 8, true);
     }
@@ -857,6 +859,7 @@ struct Fixed {
     }
     scatter(meta_grad, reinterpret_cast<const vd*>(w.v), first, B, SA);
     scatter(objective, reinterpret_cast<const vd*>(&J), first, B, 1);
+    if (!thetas_out) return;  // the caller did not ask for theta_0 .. theta_K
     double* theta0_out = thetas_out + first * SA;  // theta_0: a copy of the group's rows of theta0
     if (streamable(theta0_out, count)) {
       const double* in = theta0 + first * SA;

@@ -215,7 +215,7 @@ def hessian(mdp: TabularMDP, theta: torch.Tensor, ev: Evaluation | None = None) 
 class MetaGradient(NamedTuple):
     meta_gradient: torch.Tensor  # [B, S, A]: d J(theta_K) / d theta_0
     objective: torch.Tensor  # [B]: J(theta_K), the post-adaptation value
-    thetas: list[torch.Tensor]  # theta_0 .. theta_K
+    thetas: list[torch.Tensor] | None  # theta_0 .. theta_K (None when not asked for)
 
 
 def _oracle_backend(theta: torch.Tensor) -> str:
@@ -225,22 +225,28 @@ def _oracle_backend(theta: torch.Tensor) -> str:
     return _backend.select("oracle", "cpu", preference=("cpp",))
 
 
-def _maml_meta_gradient_cpp(mdp: TabularMDP, theta0: torch.Tensor, alpha: float, steps: int) -> MetaGradient:
+def _maml_meta_gradient_cpp(
+    mdp: TabularMDP, theta0: torch.Tensor, alpha: float, steps: int, return_thetas: bool
+) -> MetaGradient:
     P, R, init, theta0 = (t.contiguous() for t in (mdp.P, mdp.R, mdp.init, theta0))
     B, S, A = theta0.shape
     meta = torch.empty_like(theta0)
     objective = theta0.new_empty(B)
-    thetas = theta0.new_empty(steps + 1, B, S, A)
+    thetas = theta0.new_empty(steps + 1, B, S, A) if return_thetas else None
     _backend.cpp_module().oracle_maml_meta_gradient(
         P.data_ptr(), R.data_ptr(), init.data_ptr(), theta0.data_ptr(), B, S, A, mdp.gamma, alpha, steps,
-        meta.data_ptr(), objective.data_ptr(), thetas.data_ptr(), torch.get_num_threads(),
+        meta.data_ptr(), objective.data_ptr(), 0 if thetas is None else thetas.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
-    return MetaGradient(meta, objective, list(thetas.unbind(0)))
+    return MetaGradient(meta, objective, None if thetas is None else list(thetas.unbind(0)))
 
 
-def maml_meta_gradient(mdp: TabularMDP, theta0: torch.Tensor, alpha: float, steps: int) -> MetaGradient:
+def maml_meta_gradient(
+    mdp: TabularMDP, theta0: torch.Tensor, alpha: float, steps: int, *, return_thetas: bool = True
+) -> MetaGradient:
     """Exact K-step MAML meta-gradient with exact inner policy-gradient steps
     theta_{k+1} = theta_k + alpha grad J(theta_k): K + 1 factorisations and K HVPs per task.
+    ``return_thetas=False`` skips writing theta_0 .. theta_K out (``thetas`` is then None): a
+    [K+1, B, S, A] output the meta-gradient does not need.
 
     float64 CPU tensors run the C++ kernel (cpp/oracle: 8 tasks per SIMD vector, LU without
     pivoting since I - gamma P_pi is diagonally dominant); other inputs, or
@@ -249,8 +255,10 @@ def maml_meta_gradient(mdp: TabularMDP, theta0: torch.Tensor, alpha: float, step
     alpha = _validate.real("alpha", alpha)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
+    if not isinstance(return_thetas, bool):
+        raise TypeError(f"return_thetas: expected a bool, got {type(return_thetas).__name__}")
     if _oracle_backend(theta0) == "cpp":
-        return _maml_meta_gradient_cpp(mdp, theta0, alpha, steps)
+        return _maml_meta_gradient_cpp(mdp, theta0, alpha, steps, return_thetas)
     thetas, evals = [theta0], []
     for _ in range(steps):
         evals.append(evaluate(mdp, thetas[-1]))
@@ -259,7 +267,7 @@ def maml_meta_gradient(mdp: TabularMDP, theta0: torch.Tensor, alpha: float, step
     v = policy_gradient(mdp, thetas[-1], last)
     for k in reversed(range(steps)):
         v = v + alpha * hvp(mdp, thetas[k], v, evals[k])
-    return MetaGradient(v, last.objective, thetas)
+    return MetaGradient(v, last.objective, thetas if return_thetas else None)
 
 
 class Trajectories(NamedTuple):

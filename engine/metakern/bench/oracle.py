@@ -59,7 +59,8 @@ def _inputs(B, S, A, device):
 
 
 def _meta_oracle(inp):
-    return lambda: oracle.maml_meta_gradient(inp["mdp"], inp["theta"], ALPHA, STEPS).meta_gradient
+    # Only the meta-gradient, as the torch.func baseline returns: theta_0 .. theta_K are not written out.
+    return lambda: oracle.maml_meta_gradient(inp["mdp"], inp["theta"], ALPHA, STEPS, return_thetas=False).meta_gradient
 
 
 def _meta_unrolled(inp):
