@@ -1511,7 +1511,7 @@ def add_parser(sub: Any) -> None:
             "Writes analysis.md, analysis.csv, analysis.json and PNG plots into --out."
         ),
     )
-    p.add_argument("--quick", action="store_true", help="small sweeps (about 20 s on 2 idle cores)")
+    p.add_argument("--quick", action="store_true", help="small sweeps (about 10 s on 2 idle cores)")
     p.add_argument("--out", default="analysis-out", metavar="DIR", help="output folder (default: analysis-out)")
     p.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
     p.add_argument("--study", default="all", choices=(*STUDIES, "all"), help="which study (default: all)")
