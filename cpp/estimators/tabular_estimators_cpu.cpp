@@ -213,7 +213,7 @@ int64_t terms(int estimator, const double* theta, const double* v, const I* stat
   // A bin holds the sums of g and y at one (s, a) side by side (one cache line per step); the per-state
   // sums are the bins' sums over a, formed at the end.
   const int64_t bins = 2 * SA;
-  const int64_t width = kCopies * bins + 1;  // ... per copy, then the value
+  const int64_t width = (kCopies * bins + 1 + 15) / 8 * 8;  // per copy, then the value; whole cache lines apart
   std::vector<double> partial(static_cast<size_t>(nt) * width, 0.0);
   std::vector<int64_t> bad(nt, -1);  // per thread: first out-of-range step
   std::vector<double> discount(T);
