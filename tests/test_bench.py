@@ -235,3 +235,23 @@ def test_oracle_cases_agree_with_their_torch_func_baselines():
     torch.testing.assert_close(
         oracle_cases._hvp_oracle(inputs)(), oracle_cases._hvp_func(inputs)(), rtol=1e-9, atol=1e-11
     )
+
+
+def test_asv_meta_gradient_suite_builds_from_the_cases():
+    """bench/benchmarks/meta_gradient.py: every family's case is a parameter; a missing
+    implementation is skipped (NotImplementedError), an existing one runs."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "meta_gradient.py"
+    spec = importlib.util.spec_from_file_location("asv_meta_gradient", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    families = {c.split("/")[0] for c in suite.CASES}
+    assert families == {"estimators", "oracle", "policy"}
+    case = next(c for c in suite.CASES if c.startswith("estimators/loaded_dice.grad+hvp.tabular"))
+    bench = suite.MetaGradient()
+    bench.setup(case, "cpu", "cpp")
+    bench.time_call(case, "cpu", "cpp")
+    with pytest.raises(NotImplementedError):
+        bench.setup(case, "cpu", "torch.func-unrolled")

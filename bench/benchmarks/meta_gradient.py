@@ -1,0 +1,102 @@
+"""asv benchmarks of the meta-gradient families (``estimators``, ``oracle``, ``policy``), built from
+the cases in ``metakern.bench`` (float64, as those families run).
+
+Parameters: the case (``family/name/shape``), the device and the implementation, by its name in
+the case (a metakern backend, or a peer such as ``autograd`` or ``torch.func-unrolled``). ``setup``
+raises NotImplementedError, which asv reports as skipped, where the combination does not exist or
+cannot run here. ``time_*`` synchronize the device after each call; ``peakmem_*`` is asv's process
+peak RSS; ``track_speedup`` is the speed-up over the case's baseline from one quick measurement.
+"""
+
+import torch
+from metakern.bench import harness
+
+# Nothing here may initialise CUDA at import time (asv forks benchmark processes from a server that
+# imported this module); the case list comes from the CPU cases, which the CUDA ones mirror.
+FAMILIES = ("estimators", "oracle", "policy")
+DEVICES = ["cpu", "cuda"]
+
+
+def _cases(device):
+    factories = harness.families()
+    out = []
+    for family in FAMILIES:
+        if family in factories:
+            out.extend(factories[family](torch.device(device), torch.float64))
+    return out
+
+
+_CPU_CASES = _cases("cpu")
+CASES = [c.id for c in _CPU_CASES]
+IMPLS = sorted({i.name for c in _CPU_CASES for i in c.impls} | {"triton", "cuda"})
+
+_MEMO = {}
+
+
+def _memo(key, build):
+    if key not in _MEMO:
+        _MEMO.clear()
+        _MEMO[key] = build()
+    return _MEMO[key]
+
+
+def _find(case_id, device, impl):
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    for case in _CPU_CASES if device == "cpu" else _cases(device):
+        if case.id == case_id:
+            found = [i for i in case.impls if i.name == impl]
+            if not found:
+                raise NotImplementedError(f"{case_id} has no {impl} implementation")
+            reason = harness.impl_unavailable(found[0], case.device)
+            if reason is not None:
+                raise NotImplementedError(reason)
+            return case, found[0]
+    raise NotImplementedError(f"no case {case_id} on {device}")
+
+
+class MetaGradient:
+    """Estimator derivatives, exact oracle meta-gradients, policy-op HVPs."""
+
+    params = (CASES, DEVICES, IMPLS)
+    param_names = ("case", "device", "impl")
+    timeout = 300
+
+    def setup(self, case_id, device, impl):
+        def build():
+            case, found = _find(case_id, device, impl)
+            fn = harness.bound(found, case.make_inputs())
+            sync = harness.synchronizer(case.device)
+            fn()  # warm-up (JIT, first-touch)
+            sync()
+            return fn, sync
+
+        self.fn, self.sync = _memo((case_id, device, impl), build)
+
+    def time_call(self, case_id, device, impl):
+        self.fn()
+        self.sync()
+
+    def peakmem_call(self, case_id, device, impl):
+        self.fn()
+
+
+class MetaGradientSpeedup:
+    """Speed-up over the case's baseline (autograd, torch.func), measured in one process."""
+
+    params = (CASES, DEVICES, IMPLS)
+    param_names = ("case", "device", "impl")
+    timeout = 300
+    unit = "ratio"
+
+    def setup(self, case_id, device, impl):
+        def build():
+            case, found = _find(case_id, device, impl)
+            case.impls = [i for i in case.impls if i.name in (case.baseline, found.name)]
+            runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
+            return {r["backend"]: r for r in runner.measure_case(case)}[found.name]
+
+        self.row = _memo(("speedup", case_id, device, impl), build)
+
+    def track_speedup(self, case_id, device, impl):
+        return self.row["speedup"]
