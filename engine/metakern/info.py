@@ -56,6 +56,9 @@ def collect() -> dict[str, object]:
         info["triton"] = "not installed"
     for device, backend in _backend.active_backends().items():
         info[f"backend[{device}]"] = backend
+    # Op families whose "auto" choice differs from the device default (no kernel for some backend).
+    info["estimators, policy"] = "cpu: cpp; cuda: triton (no CUDA-module kernel); reference elsewhere"
+    info["oracle"] = "cpu float64: cpp (AVX-512 fast path for S=20, A=5); otherwise torch linear algebra"
     return info
 
 
