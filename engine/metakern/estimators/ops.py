@@ -151,8 +151,6 @@ def _terms(kind, logp, signal, values, behaviour, dones, u, want_value, want_g, 
 # ----------------------------------------------------------------------------------------------
 # torch.library ops: value -> grad -> hvp.
 
-_Args = tuple  # (kind, logp, signal, values, behaviour, dones, gamma, lam, cap)
-
 
 @torch.library.custom_op("metakern::estimator_value", mutates_args=())
 def _value_op(
@@ -265,13 +263,9 @@ def _hvp_backward(ctx, grad_y):
     )
 
 
-def _hvp_save(ctx, inputs, output):
-    pass
-
-
 _value_op.register_autograd(_value_backward, setup_context=_save)
 _grad_op.register_autograd(_grad_backward, setup_context=_save)
-_hvp_op.register_autograd(_hvp_backward, setup_context=_hvp_save)
+_hvp_op.register_autograd(_hvp_backward)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,17 +317,19 @@ def _prepare(logp, named: dict, dones):
     return logp.to(work), out, dones
 
 
-def _reduce(per_row: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Tensor:
+def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(per_row: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Tensor:
     out = per_row.mean() if reduction == "mean" else per_row.sum() if reduction == "sum" else per_row
     return out.to(dtype)
 
 
 def _objective(kind, logp, signal_name, signal, gamma, lam=1.0, *, values=None, behaviour=None, dones=None,
                cap=DEFAULT_MAX_LOG, reduction="mean") -> torch.Tensor:  # fmt: skip
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
+    _check_reduction(reduction)
     named = {signal_name: signal}
     if values is not None:
         named["values"] = values
@@ -437,6 +433,7 @@ def taypo(logp, behaviour_logp, returns, values, gamma, order, *, dones=None, ma
     ``linear_scan`` calls, O(K T), differentiable to any order. log rho is clamped at ``max_log_ratio``."""
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order: expected a positive int, got {order!r}")
+    _check_reduction(reduction)
     dtype = logp.dtype
     named = {"behaviour_logp": behaviour_logp, "returns": returns, "values": values}
     logp, named, dones = _prepare(logp, named, dones)
@@ -466,6 +463,7 @@ def doubly_robust(logp, behaviour_logp, rewards, values, gamma, *, rho_max=math.
     L_t = sum_{start <= s < t} log c_bar_s (one episode-reset ``linear_scan``), and each exponent clamped at
     ``max_log_ratio``: the recursion's products of ratios cannot overflow (a clamped weight is constant,
     derivative 0). Without clamping this equals the reference recursion."""
+    _check_reduction(reduction)
     dtype = logp.dtype
     named = {"behaviour_logp": behaviour_logp, "rewards": rewards, "values": values}
     logp, named, dones = _prepare(logp, named, dones)
