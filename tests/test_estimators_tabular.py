@@ -96,3 +96,37 @@ def test_cpp_kernel_is_deterministic(name, lam):
         for _ in range(3):
             again = tabular_derivatives(name, theta, states, actions, v, signal, 0.97, lam)
             assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+
+
+def test_portable_path_matches_the_avx512_one():
+    """METAKERN_DISABLE_AVX512=1 (read once per process) forces the portable forward pass of the
+    DiCE kernel; it must give the same numbers as the default path, out-of-range checks included."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, sys\n"
+        "from metakern.estimators.tabular import tabular_derivatives\n"
+        "g = torch.Generator().manual_seed(5)\n"
+        "theta = torch.randn(6, 4, generator=g, dtype=torch.float64)\n"
+        "s = torch.randint(0, 6, (9, 37), generator=g); a = torch.randint(0, 4, (9, 37), generator=g)\n"
+        "sig = torch.randn(9, 37, generator=g, dtype=torch.float64)\n"
+        "v = torch.randn(6, 4, generator=g, dtype=torch.float64)\n"
+        "out = [torch.stack([t.reshape(-1) for t in [d.grad, d.hvp]]) for d in"
+        " [tabular_derivatives(n, theta, s, a, v, sig, 0.9, 0.7) for n in ('dice', 'loaded_dice', 'lvc')]]\n"
+        "s[3, 30] = 6\n"
+        "try:\n    tabular_derivatives('dice', theta, s, a, v, sig, 0.9)\nexcept ValueError as e:\n    print(e)\n"
+        "torch.save(out, sys.argv[1])\n"
+    )
+    results = {}
+    for flag in ("0", "1"):
+        path = f"{os.environ.get('TMPDIR', '/tmp')}/metakern-portable-{os.getpid()}-{flag}.pt"
+        env = dict(os.environ, METAKERN_DISABLE_AVX512=flag)
+        run = subprocess.run([sys.executable, "-c", script, path], env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "states: expected indices in [0, 6), got 6 at [3, 30]" in run.stdout
+        results[flag] = torch.load(path)
+        os.remove(path)
+    for x, y in zip(results["0"], results["1"], strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-13)

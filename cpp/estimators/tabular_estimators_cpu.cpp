@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 namespace metakern {
@@ -82,7 +83,17 @@ __attribute__((target("avx512f"))) void dice_pass1_avx512(const I* st, const I* 
   }
 }
 
-const bool kHaveAvx512 = __builtin_cpu_supports("avx512f");
+// Decided on first use, not at load time (a static initialiser could run before libgcc's CPU probe).
+// METAKERN_DISABLE_AVX512=1 forces the portable path (how the tests reach it on AVX-512 machines).
+bool have_avx512() {
+  static const bool yes = [] {
+    const char* off = std::getenv("METAKERN_DISABLE_AVX512");
+    if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
+    __builtin_cpu_init();
+    return static_cast<bool>(__builtin_cpu_supports("avx512f"));
+  }();
+  return yes;
+}
 
 template <int E, int RR, typename I>
 void rows(const I* states, const I* actions, const double* signal, const double* discount, const double* gu,
@@ -127,13 +138,14 @@ void rows(const I* states, const I* actions, const double* signal, const double*
   // dice and loaded dice: pass 1 forward (U or F need the earlier steps) stores per step what pass 2 (reverse:
   // G or R need the later ones) adds into the bins.
   double F[RR] = {};
-  if (E == 0 && kHaveAvx512) {
+  const bool vector_pass = E == 0 && have_avx512();
+  if (vector_pass) {
     for (int r = 0; r < RR; ++r) {
       dice_pass1_avx512(st[r], ac[r], sig[r], discount, gu, T, S, A, (row0 + r) * T, bad, q.sa + r * T,
                         q.q0 + 2 * r * T);
     }
   }
-  for (int64_t t = 0; t < T && !(E == 0 && kHaveAvx512); ++t) {
+  for (int64_t t = 0; t < T && !vector_pass; ++t) {
     for (int r = 0; r < RR; ++r) {
       int64_t i;
       double w, u;
