@@ -45,7 +45,6 @@ import torch
 
 from .. import _backend, _validate
 from ..ops.scan import direct_call_ok, linear_scan, shifted
-from . import reference
 
 _KINDS = ("maml", "dice", "dice_baseline", "loaded_dice", "lvc", "off_policy_dice")
 _CODES = {k: i for i, k in enumerate(_KINDS)}
@@ -487,17 +486,3 @@ def doubly_robust(logp, behaviour_logp, rewards, values, gamma, *, rho_max=math.
     starts = 1 - a_fwd
     starts[:, 0] = 1
     return _reduce((starts * V + d * weight * delta).sum(1), reduction, dtype)
-
-
-__all__ = [
-    "dice",
-    "dice_baseline",
-    "doubly_robust",
-    "e_maml_term",
-    "loaded_dice",
-    "lvc",
-    "maml_surrogate",
-    "off_policy_dice",
-    "reference",
-    "taypo",
-]
