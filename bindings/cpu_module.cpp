@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
+#include "env_registry.h"
 #include "estimators/estimator_ops.h"
 #include "estimators/tabular_estimators.h"
 #include "oracle/tabular_oracle.h"
@@ -16,6 +17,7 @@ using namespace metakern;
 PYBIND11_MODULE(_C, m) {
   m.doc() = "metakern CPU kernels (C++17, OpenMP)";
   m.attr("__version__") = METAKERN_VERSION;
+  metakern::envs::bind_registered_envs(m);
 
   m.def(
       "linear_scan",

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common.h"
+#include "env_registry.h"
 #include "scan/linear_scan.h"
 
 namespace py = pybind11;
@@ -27,6 +28,7 @@ void check_launch(const char* err, const char* what) {
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "metakern CUDA kernels";
   m.attr("__version__") = METAKERN_VERSION;
+  metakern::envs::bind_registered_envs(m);
   m.attr("archs") = METAKERN_CUDA_ARCHS;
 
   m.def(
