@@ -263,6 +263,7 @@ class BatchedEnv:
         self._autoreset = int(autoreset_mode_value)
         self.resample_tasks = bool(resample_tasks)
         self._backend = backend
+        self._auto_cpu: str | None = None
         family.to(self.device)
         self._set_task_range(task_range)
         self.seed = self._check_seed(seed)
@@ -301,6 +302,10 @@ class BatchedEnv:
         tensors, ints, floats = self.family.kernel_args(self.state)
         self._fam = ([t.data_ptr() for t in tensors], list(ints), [float(f) for f in floats])
         self._bkp = [self.bk[k].data_ptr() for k, _ in _BK_FIELDS]
+        fam = self.family
+        self._action_shape = torch.Size((self.num_envs,) if fam.action_dim == 1 else (self.num_envs, fam.action_dim))
+        self._reward_shape = (self.num_envs,) if fam.reward_dim == 1 else (self.num_envs, fam.reward_dim)
+        self._fns: dict[tuple[str, str], Any] = {}
         self._cfg = [
             self.num_envs,
             self.max_steps,
@@ -353,6 +358,10 @@ class BatchedEnv:
 
     def backend(self) -> str:
         """The backend the next call will use."""
+        if self._backend is None and self.device.type == "cpu" and _backend.current_backend() == "auto":
+            if self._auto_cpu is None:
+                self._auto_cpu = _backend.select(f"envs.{self.family.name}", "cpu")
+            return self._auto_cpu
         if self._backend is not None:
             reason = _backend.unavailable_reason(self._backend, self.device.type)
             if reason is not None:
@@ -463,14 +472,14 @@ class BatchedEnv:
         a = self._check_actions(actions)
         B = self.num_envs
         dev = self.device
+        # few allocations (per-call cost matters at small B): the four flags share one buffer, and
+        # so do the two int32 outputs
         obs = self._new_obs()
-        reward = torch.empty((B,) if self.family.reward_dim == 1 else (B, self.family.reward_dim), device=dev)
-        terminated = torch.empty(B, dtype=torch.bool, device=dev)
-        truncated = torch.empty(B, dtype=torch.bool, device=dev)
-        trial_done = torch.empty(B, dtype=torch.bool, device=dev)
-        explore = torch.empty(B, dtype=torch.bool, device=dev)
-        episode = torch.empty(B, dtype=torch.int32, device=dev)
-        task = self.bk["task"].clone()
+        reward = torch.empty(self._reward_shape, device=dev)
+        terminated, truncated, trial_done, explore = torch.empty((4, B), dtype=torch.bool, device=dev).unbind(0)
+        ints = torch.empty((2, B), dtype=torch.int32, device=dev)
+        ints[1].copy_(self.bk["task"])
+        episode, task = ints.unbind(0)
         final_obs = self._new_obs() if self._autoreset == AutoresetMode.SAME_STEP else None
         outs = (obs, reward, terminated, truncated, trial_done, explore, episode, final_obs)
         backend = self.backend()
@@ -488,6 +497,14 @@ class BatchedEnv:
     # -- validation ------------------------------------------------------------------------------
 
     def _check_actions(self, actions: Any) -> torch.Tensor:
+        if (
+            type(actions) is torch.Tensor
+            and actions.dtype == torch.int32
+            and actions.shape == self._action_shape
+            and actions.device == self.device
+            and actions.is_contiguous()
+        ):
+            return actions  # the common case, checked cheaply; values are checked by the kernel
         fam = self.family
         shape = (self.num_envs,) if fam.action_dim == 1 else (self.num_envs, fam.action_dim)
         if isinstance(actions, np.ndarray):
@@ -540,8 +557,9 @@ class BatchedEnv:
     # -- compiled calls --------------------------------------------------------------------------
 
     def _call(self, backend: str, what: str, *args) -> None:
-        module = self._module(backend)
-        fn = getattr(module, f"{self.family.name}_{what}")
+        fn = self._fns.get((backend, what))
+        if fn is None:
+            fn = self._fns[(backend, what)] = getattr(self._module(backend), f"{self.family.name}_{what}")
         fp, fi, ff = self._fam
         extra = self._stream_args() if backend == "cuda" else ()
         fn(fp, fi, ff, self._bkp, self._cfg, self.seed, *args, *extra)

@@ -1,0 +1,72 @@
+"""asv benchmarks of the gridworld environments (``metakern.envs``), built from the cases behind
+``metakern bench`` (family ``envs``), so both suites time the same workloads.
+
+Parameters: the case (``envs/<family>.step/B=...,K=...``), the device and the implementation
+(``cpp``, ``cuda``, ``reference`` or a peer: ``gym-sync``, ``minigrid``, ``gymnax-metamaze``,
+``gymnax-fourrooms``). ``setup`` raises NotImplementedError (asv: skipped) where the combination
+does not exist or cannot run here. ``time_steps`` is one call (B * K env-steps);
+``track_env_steps_per_s`` reports env-steps/s from the same call timed by the bench harness.
+"""
+
+import torch
+from metakern.bench import harness
+
+DEVICES = ["cpu", "cuda"]
+
+
+def _cases(device):
+    factories = harness.families()
+    return list(factories["envs"](torch.device(device), torch.float32)) if "envs" in factories else []
+
+
+_CPU_CASES = _cases("cpu")
+CASES = sorted({c.id for c in _CPU_CASES} | {"envs/krazy.step/B=1048576,K=8"})
+IMPLS = sorted({i.name for c in _CPU_CASES for i in c.impls} | {"cuda"})
+
+_MEMO = {}
+
+
+def _find(case_id, device, impl):
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    for case in _CPU_CASES if device == "cpu" else _cases(device):
+        if case.id != case_id:
+            continue
+        found = [i for i in case.impls if i.name == impl]
+        if not found:
+            raise NotImplementedError(f"{case_id} has no {impl} implementation")
+        reason = harness.impl_unavailable(found[0], case.device)
+        if reason is not None:
+            raise NotImplementedError(reason)
+        return case, found[0]
+    raise NotImplementedError(f"no case {case_id} on {device}")
+
+
+class EnvStep:
+    """B * K random env-steps per call, autoreset on."""
+
+    params = (CASES, DEVICES, IMPLS)
+    param_names = ("case", "device", "impl")
+    timeout = 600
+
+    def setup(self, case_id, device, impl):
+        key = (case_id, device, impl)
+        if key not in _MEMO:
+            _MEMO.clear()
+            case, found = _find(case_id, device, impl)
+            fn = harness.bound(found, case.make_inputs())
+            sync = harness.synchronizer(case.device)
+            fn()
+            sync()
+            _MEMO[key] = (case, fn, sync)
+        self.case, self.fn, self.sync = _MEMO[key]
+
+    def time_steps(self, case_id, device, impl):
+        self.fn()
+        self.sync()
+
+    def track_env_steps_per_s(self, case_id, device, impl):
+        timing = harness.time_callable(self.fn, self.case.device, harness.QUICK)
+        return self.case.items / timing.median_s
+
+    track_env_steps_per_s.unit = "env-steps/s"
