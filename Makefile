@@ -3,6 +3,7 @@
 #   make bench                build, then `metakern bench` (table, JSON and PNG under bench-out/)
 #   make bench-quick          the same with --quick (under a minute on 2 cores)
 #   make asv                  run the asv suite against the installed build (bench/asv.conf.json)
+#   make peers                install the environment benchmark peers (minigrid, gymnax on JAX CPU)
 #   make lint                 ruff
 # Knobs (make VAR=value): PYTHON, VENV, TORCH_VERSION / TORCH_SPEC, METAKERN_CUDA (AUTO|ON|OFF),
 # METAKERN_CUDA_ARCHS, PYTEST_ARGS, BENCH_ARGS, BUILD_JOBS.
@@ -28,7 +29,7 @@ CUDACXX ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>
 export CUDACXX METAKERN_CUDA METAKERN_CUDA_ARCHS
 export CMAKE_BUILD_PARALLEL_LEVEL := $(BUILD_JOBS)
 
-.PHONY: test bench bench-quick asv lint install clean info
+.PHONY: test bench bench-quick asv lint install clean info peers
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,11 @@ bench-quick: install
 asv: install
 	cd bench && ../$(VENV)/bin/asv machine --yes && \
 	  ../$(VENV)/bin/asv run --python=same --set-commit-hash $$(git rev-parse HEAD) $(ASV_ARGS)
+
+# gymnax declares gymnasium<1.4 (it only uses its spaces), so it goes in without its dependencies.
+peers: install
+	$(PIP) install -q "minigrid>=3.0" "jax[cpu]>=0.4.30" flax six
+	$(PIP) install -q --no-deps "gymnax==1.0.1"
 
 lint: install
 	$(VENV)/bin/ruff check engine kernels tests bench

@@ -59,6 +59,12 @@ def collect() -> dict[str, object]:
     # Op families whose "auto" choice differs from the device default (no kernel for some backend).
     info["estimators, policy"] = "cpu: cpp; cuda: triton (no CUDA-module kernel); reference elsewhere"
     info["oracle"] = "cpu float64: cpp (AVX-512 fast path for S=20, A=5); otherwise torch linear algebra"
+    cpu_envs = getattr(_backend.cpp_module(), "env_families", None)
+    cuda_envs = getattr(_backend.cuda_module(), "env_families", None)
+    info["envs"] = (
+        f"cpu: cpp ({', '.join(cpu_envs) if cpu_envs else 'none built'}); "
+        f"cuda: cuda ({', '.join(cuda_envs) if cuda_envs else 'none built'}); reference: numpy, any device"
+    )
     return info
 
 

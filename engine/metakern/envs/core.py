@@ -274,6 +274,10 @@ class BatchedEnv:
         self.bk = {k: torch.zeros(B, dtype=dt, device=self.device) for k, dt in _BK_FIELDS}
         self.bk["prev_action"].fill_(-1)
         self._errors = torch.zeros(2, dtype=torch.int64, device=self.device)
+        self._err_pending = False
+        if self.device.type == "cuda":
+            self._err_host = torch.zeros(2, dtype=torch.int64).pin_memory()
+            self._err_event = torch.cuda.Event()
         self._cache_args()
         self.reset(new_trial=True)
 
@@ -469,6 +473,8 @@ class BatchedEnv:
     def step(self, actions: Any) -> StepResult:
         """Step every environment with ``actions``: an integer tensor of shape (B,) (or (B, 2) for
         two-agent families) on the env's device. Returns ``StepResult``."""
+        if self._err_pending:
+            self._pending_verdict()
         a = self._check_actions(actions)
         B = self.num_envs
         dev = self.device
@@ -518,12 +524,9 @@ class BatchedEnv:
         if actions.device != self.device:
             raise ValueError(f"actions are on {actions.device}, the env is on {self.device}")
         if actions.dtype == torch.int64:
-            # range-check before narrowing, so that 2**32 + 1 cannot wrap to a valid action
-            big = actions.abs().max() if actions.numel() else actions.new_zeros(())
-            if self.device.type == "cpu" and int(big) >= 2**31:
-                raise ValueError(self._bad_action_message(actions))
-            if self.device.type == "cuda":
-                torch._assert_async(big < 2**31, "metakern.envs: action out of range")
+            # values outside int32 become -1 before narrowing, so that 2**32 + 1 cannot wrap to a valid
+            # action: the kernel then rejects them like any other out-of-range action
+            actions = torch.where((actions < 0) | (actions > 2**31 - 1), -1, actions)
         return actions.to(torch.int32).contiguous()
 
     def _bad_action_message(self, actions: torch.Tensor) -> str:
@@ -538,14 +541,34 @@ class BatchedEnv:
 
     def _raise_errors(self, backend: str, actions: torch.Tensor) -> None:
         if backend == "cuda":
-            # asynchronous: a bad call leaves every env untouched and fails at the next sync
-            torch._assert_async(self._errors[0] == -1, "metakern.envs: action out of range (no env was stepped)")
-            torch._assert_async(
-                self._errors[1] == -1,
-                "metakern.envs: stepped an env whose episode ended with autoreset disabled; reset it first",
-            )
+            # No host round trip: the kernel's verdict is copied to pinned memory behind the step,
+            # and read by the next call (or by check_errors(), which waits for it). A rejected call
+            # stepped no environment, so the env stays consistent until the error is raised.
+            self._err_host.copy_(self._errors, non_blocking=True)
+            self._err_event.record()
+            self._err_pending = True
             return
-        bad_action, finished = (int(v) for v in self._errors.tolist())
+        self._verdict(*(int(v) for v in self._errors.tolist()), actions=actions)
+
+    def check_errors(self) -> None:
+        """On CUDA, wait for the verdict of the last step and raise if it rejected its input (the
+        CPU backends raise from ``step`` itself; CUDA ones raise from the next call, or here)."""
+        if getattr(self, "_err_pending", False):
+            self._err_event.synchronize()
+            self._pending_verdict()
+
+    def _pending_verdict(self) -> None:
+        if self._err_pending and self._err_event.query():
+            self._err_pending = False
+            bad, fin = (int(v) for v in self._err_host.tolist())  # -1: none, else the env index
+            self._verdict(bad + 1, fin + 1, actions=None, index=bad)
+
+    def _verdict(self, bad_action: int, finished: int, actions: torch.Tensor | None, index: int | None = None) -> None:
+        if bad_action and actions is None:
+            raise ValueError(
+                f"action out of range for env {index} in an earlier step (valid actions are "
+                f"0..{self.family.num_actions - 1}); that step stepped no environment"
+            )
         if bad_action:
             raise ValueError(self._bad_action_message(actions))
         if finished:
