@@ -1,0 +1,8 @@
+#include "env_bindings.h"
+#include "env_registry.h"
+#include "envs/tabular.h"
+
+namespace {
+using namespace metakern::envs;
+const RegisterEnv reg("tabular", [](pybind11::module_& m) { bind_env_cpu<TabularMDP>(m, "tabular"); });
+}  // namespace
