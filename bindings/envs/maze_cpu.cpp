@@ -1,0 +1,8 @@
+#include "env_bindings.h"
+#include "env_registry.h"
+#include "envs/maze.h"
+
+namespace {
+using namespace metakern::envs;
+const RegisterEnv reg("maze", [](pybind11::module_& m) { bind_env_cpu<Maze>(m, "maze"); });
+}  // namespace
