@@ -46,12 +46,13 @@ inline Bookkeeping make_bookkeeping(const Ptrs& p) {
                      as_ptr<uint8_t>(p[8])};
 }
 
-// cfg: B, max_steps, episodes_per_trial, explore_episodes, autoreset, task_lo, task_hi, resample_tasks
+// cfg: B, max_steps, episodes_per_trial, explore_episodes, autoreset, task_lo, task_hi, resample_tasks,
+// num_threads
 inline DriverConfig make_config(const Ints& c, uint64_t seed) {
-  check_count(c.size(), 8, "config");
+  check_count(c.size(), 9, "config");
   DriverConfig cfg{c[0], static_cast<int32_t>(c[1]), static_cast<int32_t>(c[2]), static_cast<int32_t>(c[3]),
                    static_cast<int32_t>(c[4]), static_cast<int32_t>(c[5]), static_cast<int32_t>(c[6]),
-                   static_cast<int32_t>(c[7]), seed};
+                   static_cast<int32_t>(c[7]), seed, static_cast<int32_t>(c[8])};
   if (cfg.B < 0 || cfg.episodes_per_trial < 1 || cfg.autoreset < 0 || cfg.autoreset > 2) {
     throw std::invalid_argument("metakern envs: invalid driver config");
   }

@@ -29,6 +29,9 @@
 // agree exactly.
 #pragma once
 #include <cstdint>
+#ifndef __CUDACC__
+#include <omp.h>
+#endif
 
 #ifdef __CUDACC__
 #define MK_HD __host__ __device__ __forceinline__
@@ -102,7 +105,9 @@ struct DriverConfig {
   int32_t task_lo, task_hi;   // a new trial draws its task uniformly from [task_lo, task_hi) ...
   int32_t resample_tasks;     // ... when this is nonzero; else the task is kept
   uint64_t seed;
+  int32_t num_threads;        // CPU threads (torch.get_num_threads() from Python); <= 0: OpenMP's default
 };
+
 
 // Outputs of one batched step. Arrays are [B] except obs/final_obs ([B, obs_size]) and reward
 // ([B, reward_dim]); final_obs may be null (it is written only in SAME_STEP mode, for the
@@ -226,7 +231,15 @@ MK_HD void check_env(const Family& f, const Bookkeeping& bk, int64_t i, const in
   if (bk.status[i] == FINISHED) *stepped_finished = 1;
 }
 
+#ifndef __CUDACC__
 // ---- CPU drivers (OpenMP over environments) -------------------------------------------------------
+
+// OpenMP threads for a CPU call: one below 256 environments (a parallel region costs more than it
+// saves there), else the caller's count.
+inline int env_threads(const DriverConfig& cfg) {
+  if (cfg.B < 256) return 1;
+  return cfg.num_threads > 0 ? cfg.num_threads : omp_get_max_threads();
+}
 
 // errors[0]: index+1 of the first environment with an invalid action (0 if none);
 // errors[1]: index+1 of the first finished environment stepped in DISABLED mode (0 if none).
@@ -256,7 +269,7 @@ void env_step_cpu(const Family& f, const Bookkeeping& bk, const DriverConfig& cf
     }
     return;  // nothing is stepped: a rejected call leaves every environment as it was
   }
-#pragma omp parallel for schedule(static) if (B >= 256)
+#pragma omp parallel for schedule(static) num_threads(env_threads(cfg)) if (cfg.B >= 256)
   for (int64_t i = 0; i < B; ++i) step_env(f, bk, cfg, i, actions + i * f.action_dim, out);
 }
 
@@ -265,7 +278,7 @@ template <typename Family>
 void env_reset_cpu(const Family& f, const Bookkeeping& bk, const DriverConfig& cfg, const uint8_t* mask,
                    bool new_trial, typename Family::obs_t* obs) {
   const int64_t B = cfg.B;
-#pragma omp parallel for schedule(static) if (B >= 256)
+#pragma omp parallel for schedule(static) num_threads(env_threads(cfg)) if (cfg.B >= 256)
   for (int64_t i = 0; i < B; ++i) {
     if (mask == nullptr || mask[i]) reset_env(f, bk, cfg, i, new_trial, obs);
   }
@@ -274,9 +287,11 @@ void env_reset_cpu(const Family& f, const Bookkeeping& bk, const DriverConfig& c
 // Write the current observation of every environment (no state change).
 template <typename Family>
 void env_observe_cpu(const Family& f, const Bookkeeping& bk, const DriverConfig& cfg, typename Family::obs_t* obs) {
-#pragma omp parallel for schedule(static) if (cfg.B >= 256)
+#pragma omp parallel for schedule(static) num_threads(env_threads(cfg)) if (cfg.B >= 256)
   for (int64_t i = 0; i < cfg.B; ++i) write_obs(f, bk, i, obs);
 }
+
+#endif  // __CUDACC__
 
 }  // namespace envs
 }  // namespace metakern

@@ -22,13 +22,15 @@ from .gridnavi import GridNavi, GridNaviFamily, gridnavi_goals
 # Family factories and helpers by name -> module; imported on first use.
 _LAZY = {
     "KrazyWorld": "krazy",
-    "KrazyWorldFamily": "krazy",
+    "KrazyFamily": "krazy",
     "Maze": "maze",
     "MazeFamily": "maze",
+    "generate_mazes": "maze",
     "TabularMDP": "tabular",
     "TabularMDPFamily": "tabular",
     "IPD": "ipd",
     "IPDFamily": "ipd",
+    "ipd_exact_value": "ipd",
     "MetakernVectorEnv": "gym",
     "MetakernEnv": "gym",
     "save_gif": "render",

@@ -319,6 +319,7 @@ class BatchedEnv:
             self.task_range[0],
             self.task_range[1],
             int(self.resample_tasks),
+            torch.get_num_threads(),  # refreshed on every compiled call
         ]
 
     @property
@@ -584,6 +585,7 @@ class BatchedEnv:
         if fn is None:
             fn = self._fns[(backend, what)] = getattr(self._module(backend), f"{self.family.name}_{what}")
         fp, fi, ff = self._fam
+        self._cfg[8] = torch.get_num_threads()
         extra = self._stream_args() if backend == "cuda" else ()
         fn(fp, fi, ff, self._bkp, self._cfg, self.seed, *args, *extra)
 

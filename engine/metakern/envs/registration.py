@@ -17,6 +17,7 @@ ENV_IDS: dict[str, tuple[str, str, dict]] = {
     "metakern/KrazyWorld-v0": ("krazy", "KrazyWorld", {}),
     "metakern/Maze-v0": ("maze", "Maze", {"size": 10}),
     "metakern/Maze20-v0": ("maze", "Maze", {"size": 20}),
+    "metakern/MazeTest-v0": ("maze", "Maze", {"size": 20, "split": "test"}),
     "metakern/GridNavi-v0": ("gridnavi", "GridNavi", {"size": 7}),
     "metakern/GridNavi5x5-v0": ("gridnavi", "GridNavi", {"size": 5}),
     "metakern/TabularMDP-v0": ("tabular", "TabularMDP", {}),
