@@ -50,6 +50,10 @@ CONFIGS = {
     "image_full_quirks": dict(obs_mode="image", obs_view="full", legacy_quirks=True, size=8, **BUSY),
     "walls_hard_dense": dict(walls=True, dynamics="hard", sparse_rewards=False, **BUSY),
     "moderate_nocolors": dict(dynamics="moderate", permute_colors=False, size=6, **BUSY),
+    "patch_ids": dict(obs_view="patch", **BUSY),
+    "patch_ids_quirks_nocolors": dict(obs_view="patch", legacy_quirks=True, permute_colors=False, **BUSY),
+    "patch_onehot_walls": dict(obs_view="patch", obs_mode="onehot", walls=True, **BUSY),
+    "patch_image": dict(obs_view="patch", obs_mode="image", size=6, **BUSY),
 }
 
 
@@ -339,6 +343,9 @@ def test_local_observation(backend, quirks):
     assert int(full[3, 3]) == ENERGY and int(full[0, 0]) == AGENT and int(full[4, 4]) == NORMAL
     oh = _custom(g, (0, 0), backend=backend, legacy_quirks=quirks, obs_mode="onehot").observe()[0].reshape(25, 10)
     assert oh.sum() == 4 and int(oh[0, AGENT]) == 1 and int(oh[6, ICE]) == 1 and oh[24].sum() == 0
+    # the compact 3x3 patch, row-major around the agent in the corner: off-board cells read blank
+    patch = _custom(g, (0, 0), backend=backend, legacy_quirks=quirks, obs_view="patch")
+    assert patch.observe()[0].tolist() == [blank, blank, blank, blank, AGENT, GOAL, blank, DEATH, ICE]
 
 
 def test_colour_permutation_visibility():

@@ -44,7 +44,7 @@ struct Krazy {
     ENERGY = 9,
     UNSEEN = 10
   };
-  enum View : int32_t { LOCAL = 0, FULL = 1 };
+  enum View : int32_t { LOCAL = 0, FULL = 1, PATCH = 2 };
   enum Mode : int32_t { IDS = 0, ONEHOT = 1, IMAGE = 2 };
 
   using obs_t = uint8_t;
@@ -86,13 +86,14 @@ struct Krazy {
     f.replenish = static_cast<int32_t>(i[9]);
     f.use_lut = static_cast<int32_t>(i[10]);
     f.unseen = static_cast<int32_t>(i[11]);
-    if (f.n < 3 || f.n > 64 || f.pad < 1 || f.pad > 3 || f.view < 0 || f.view > 1 || f.mode < 0 || f.mode > 2) {
+    if (f.n < 3 || f.n > 64 || f.pad < 1 || f.pad > 3 || f.view < 0 || f.view > 2 || f.mode < 0 || f.mode > 2) {
       throw std::invalid_argument("Krazy: invalid configuration");
     }
     f.pn = f.n + 2 * f.pad;
     f.bsize = f.pn * f.pn;
     const int64_t n2 = static_cast<int64_t>(f.n) * f.n;
-    f.obs_size = f.mode == IDS ? n2 : (f.mode == ONEHOT ? 10 * n2 : 3 * n2);
+    const int64_t cells = f.view == PATCH ? 9 : n2;
+    f.obs_size = f.mode == IDS ? cells : (f.mode == ONEHOT ? 10 * cells : 3 * cells);
     return f;
   }
 
@@ -262,6 +263,27 @@ struct Krazy {
     out[r * nn + c] = me;
   }
 
+  // The 3x3 patch around the agent as 9 tile ids (row-major; off-board cells read `unseen`). The
+  // padded board makes every read in bounds; the off-board test only picks the value.
+  template <bool LUT>
+  MK_HD void patch_ids(uint8_t* __restrict__ out, const uint8_t* __restrict__ b, const uint8_t* __restrict__ lt,
+                       int32_t r, int32_t c) const {
+    const int32_t nn = n, pp = pad, ppn = pn;
+    const uint8_t blank = LUT ? lt[UNSEEN] : static_cast<uint8_t>(unseen);
+    for (int32_t dr = -1; dr <= 1; ++dr) {
+      const int32_t rr = r + dr;
+      const bool row_in = static_cast<uint32_t>(rr) < static_cast<uint32_t>(nn);
+      const uint8_t* brow = b + (rr + pp) * ppn + pp;
+      for (int32_t dc = -1; dc <= 1; ++dc) {
+        const int32_t cc = c + dc;
+        const uint8_t v = brow[cc];
+        const bool in = row_in && static_cast<uint32_t>(cc) < static_cast<uint32_t>(nn);
+        out[3 * (dr + 1) + dc + 1] = in ? (LUT ? lt[v] : v) : blank;
+      }
+    }
+    out[4] = LUT ? lt[AGENT] : static_cast<uint8_t>(AGENT);
+  }
+
   // Every other observation (full view, one-hot, images): out of line on the CPU, so that the hot
   // path stays small enough to be inlined into the driver's step.
   KRAZY_COLD void observe_other(int64_t i, int32_t task, uint8_t* out) const {
@@ -270,6 +292,19 @@ struct Krazy {
     const int32_t r = ag[0], c = ag[1];
     const uint8_t* lt = lut + 16 * static_cast<int64_t>(task);
     const int32_t n2 = n * n;
+    if (view == PATCH) {  // one-hot or image patches (ids take the inline path)
+      if (mode == ONEHOT) memset(out, 0, 90);
+      const uint8_t blank = use_lut ? lt[UNSEEN] : static_cast<uint8_t>(unseen);
+      for (int32_t k = 0; k < 9; ++k) {
+        const int32_t rr = r + k / 3 - 1, cc = c + k % 3 - 1;
+        if (rr >= 0 && rr < n && cc >= 0 && cc < n) {
+          put(out, k, cell(b, lt, rr, cc, r, c));
+        } else if (mode != ONEHOT) {
+          put(out, k, blank);  // one-hot: an unseen cell is all zeros, as in the local view
+        }
+      }
+      return;
+    }
     if (view == FULL) {
       const int32_t nn = n, pp = pad, ppn = pn;
       if (mode == IDS) {
@@ -317,6 +352,16 @@ struct Krazy {
     }
   }
   MK_HD void observe(int64_t i, int32_t task, uint8_t* out, const EnvCtx&) const {
+    if (view == PATCH && mode == IDS) {
+      const uint8_t* b = board + i * bsize;
+      const int32_t* ag = agent + 4 * i;
+      if (use_lut) {
+        patch_ids<true>(out, b, lut + 16 * static_cast<int64_t>(task), ag[0], ag[1]);
+      } else {
+        patch_ids<false>(out, b, nullptr, ag[0], ag[1]);
+      }
+      return;
+    }
     if (view != LOCAL || mode != IDS) {
       observe_other(i, task, out);
       return;

@@ -96,6 +96,8 @@ def _sync_reference_peer(key: str, B: int, K: int) -> Impl:
         return run
 
     def unavailable():
+        if key == "ipd":
+            return "two-agent rewards (shape (2,)) do not fit gymnasium's SyncVectorEnv"
         return env_peers.peer_unavailable("gym-sync") or _family_unavailable(key)()
 
     return Impl("gym-sync", setup, kind="peer", unavailable=unavailable)

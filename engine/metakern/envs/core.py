@@ -309,6 +309,9 @@ class BatchedEnv:
         fam = self.family
         self._action_shape = torch.Size((self.num_envs,) if fam.action_dim == 1 else (self.num_envs, fam.action_dim))
         self._reward_shape = (self.num_envs,) if fam.reward_dim == 1 else (self.num_envs, fam.reward_dim)
+        self._obs_np_shape = (self.num_envs, *fam.obs_shape)
+        self._obs_np_dtype = torch.empty(0, dtype=fam.obs_dtype).numpy().dtype
+        self._task_np = self.bk["task"].numpy() if self.device.type == "cpu" else None
         self._fns: dict[tuple[str, str], Any] = {}
         self._cfg = [
             self.num_envs,
@@ -479,14 +482,20 @@ class BatchedEnv:
         a = self._check_actions(actions)
         B = self.num_envs
         dev = self.device
-        # few allocations (per-call cost matters at small B): the four flags share one buffer, and
-        # so do the two int32 outputs
-        obs = self._new_obs()
-        reward = torch.empty(self._reward_shape, device=dev)
-        terminated, truncated, trial_done, explore = torch.empty((4, B), dtype=torch.bool, device=dev).unbind(0)
-        ints = torch.empty((2, B), dtype=torch.int32, device=dev)
-        ints[1].copy_(self.bk["task"])
-        episode, task = ints.unbind(0)
+        if dev.type == "cpu":
+            # per-call cost matters at small B: numpy allocates and torch wraps it in half the time
+            # torch.empty takes to parse its keyword arguments
+            obs = torch.from_numpy(np.empty(self._obs_np_shape, self._obs_np_dtype))
+            reward = torch.from_numpy(np.empty(self._reward_shape, np.float32))
+            terminated, truncated, trial_done, explore = (torch.from_numpy(np.empty(B, np.bool_)) for _ in range(4))
+            episode = torch.from_numpy(np.empty(B, np.int32))
+            task = torch.from_numpy(self._task_np.copy())
+        else:
+            obs = self._new_obs()
+            reward = torch.empty(self._reward_shape, device=dev)
+            terminated, truncated, trial_done, explore = torch.empty((4, B), dtype=torch.bool, device=dev).unbind(0)
+            episode = torch.empty(B, dtype=torch.int32, device=dev)
+            task = self.bk["task"].clone()
         final_obs = self._new_obs() if self._autoreset == AutoresetMode.SAME_STEP else None
         outs = (obs, reward, terminated, truncated, trial_done, explore, episode, final_obs)
         backend = self.backend()
