@@ -5,7 +5,8 @@ actions drawn beforehand (``items`` = B * K env-steps; ``items/s`` is env-steps/
 
 * ``cpp`` / ``cuda``: metakern's ``BatchedEnv`` (the functional API, autoreset on).
 * ``reference``: the same ``BatchedEnv`` on its numpy reference (small B only: it is a loop).
-* peers (``env_peers``): ``gym-sync`` = the numpy reference as single gymnasium envs in
+* peers (``env_peers``; beside Krazy World, MetaMaze also beside the 20x20 mazes):
+  ``gym-sync`` = the numpy reference as single gymnasium envs in
   gymnasium's ``SyncVectorEnv``, the way a Python env is vectorised today; ``minigrid`` = Farama
   MiniGrid-Empty-8x8 in ``SyncVectorEnv``; ``gymnax-metamaze`` / ``gymnax-fourrooms`` = gymnax on
   JAX (CPU or GPU as the case's device), ``jit`` of a ``lax.scan`` over ``vmap(step)``, gymnax's
@@ -36,9 +37,11 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "tabular": ("tabular", "TabularMDP", {}, "metakern/TabularMDP-v0"),
     "ipd": ("ipd", "IPD", {}, "metakern/IPD-v0"),
 }
-# which peers sit next to which family (gridworld peers next to the gridworlds)
-GRID_PEERS = ("gymnax-metamaze", "gymnax-fourrooms")
-SLOW_PEERS = {"krazy": ("minigrid",), "maze10": ("minigrid",)}
+# Which peers sit next to which family. The JAX peers are gridworlds: both beside Krazy World (the
+# headline), MetaMaze beside the paper-size mazes. The Python peers cost ~1 ms per env-step, so
+# they run beside Krazy World only (gym-sync: the numpy reference of the family in SyncVectorEnv).
+FAST_PEERS = {"krazy": ("gymnax-metamaze", "gymnax-fourrooms"), "maze20": ("gymnax-metamaze",)}
+SLOW_PEERS = {"krazy": ("gym-sync", "minigrid")}
 
 
 def _factory(key: str) -> tuple[Callable[..., Any], dict[str, Any]] | None:
@@ -144,17 +147,17 @@ def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
             return Impl(compiled, _ours(k, B, K, device), backend=compiled, unavailable=missing)
 
         big = [ours(8192, 8)]
-        if key in ("krazy", "maze10", "maze20", "gridnavi"):
-            # collect_obs: the JAX peers return every observation, as ours do (else XLA may skip computing them)
-            big += [_peer(p, 8192, 8, device=device.type, collect_obs=True) for p in GRID_PEERS]
-        base = "gymnax-metamaze" if len(big) > 1 else compiled
+        # collect_obs: the JAX peers return every observation, as ours do (else XLA may skip computing them)
+        big += [_peer(p, 8192, 8, device=device.type, collect_obs=True) for p in FAST_PEERS.get(key, ())]
+        base = "gymnax-metamaze" if key in FAST_PEERS else compiled
         yield _case(key, 8192, 8, device, big, baseline=base, note="throughput: env-steps/s")
         if device.type == "cuda":
             if key == "krazy":
                 yield _case(key, 2**20, 8, device, [ours(2**20, 8)], baseline=compiled, note="GPU throughput")
             continue
         small = [ours(64, 8), Impl("reference", _ours(key, 64, 8, device), backend="reference", unavailable=missing)]
-        small.append(_sync_reference_peer(key, 64, 8))
-        small += [_peer(p, 64, 8) for p in SLOW_PEERS.get(key, ())]
-        yield _case(key, 64, 8, device, small, baseline="gym-sync", note="Python peers")
+        for p in SLOW_PEERS.get(key, ()):
+            small.append(_sync_reference_peer(key, 64, 8) if p == "gym-sync" else _peer(p, 64, 8))
+        base = "gym-sync" if "gym-sync" in SLOW_PEERS.get(key, ()) else "reference"
+        yield _case(key, 64, 8, device, small, baseline=base, note="Python peers")
         yield _case(key, 1, 1, device, [ours(1, 1)], baseline=compiled, note="per-call overhead of one env")
