@@ -73,6 +73,16 @@ StepOutputs<ObsT> make_outputs(const Ptrs& p) {
                            as_ptr<int32_t>(p[6]), as_ptr<ObsT>(p[7])};
 }
 
+// The three objects every call builds from its Python arguments.
+template <typename Family>
+struct EnvCall {
+  Family f;
+  Bookkeeping bk;
+  DriverConfig cfg;
+  EnvCall(const Ptrs& fp, const Ints& fi, const Floats& ff, const Ptrs& bkp, const Ints& c, uint64_t seed)
+      : f(Family::from_args(fp, fi, ff)), bk(make_bookkeeping(bkp)), cfg(make_config(c, seed)) {}
+};
+
 template <typename Family>
 void bind_env_cpu(py::module_& m, const std::string& name) {
   using ObsT = typename Family::obs_t;
@@ -80,38 +90,32 @@ void bind_env_cpu(py::module_& m, const std::string& name) {
       (name + "_step").c_str(),
       [](const Ptrs& fp, const Ints& fi, const Floats& ff, const Ptrs& bkp, const Ints& c, uint64_t seed,
          std::uintptr_t actions, const Ptrs& outp, std::uintptr_t errors) {
-        const Family f = Family::from_args(fp, fi, ff);
-        const Bookkeeping bk = make_bookkeeping(bkp);
-        const DriverConfig cfg = make_config(c, seed);
+        const EnvCall<Family> e(fp, fi, ff, bkp, c, seed);
         const StepOutputs<ObsT> out = make_outputs<ObsT>(outp);
         check_ptr(actions, "actions");
         check_ptr(errors, "errors");
         py::gil_scoped_release release;
-        env_step_cpu(f, bk, cfg, as_ptr<const int32_t>(actions), out, as_ptr<int64_t>(errors));
+        env_step_cpu(e.f, e.bk, e.cfg, as_ptr<const int32_t>(actions), out, as_ptr<int64_t>(errors));
       },
       "step every environment (see cpp/envs/env_driver.h)");
   m.def(
       (name + "_reset").c_str(),
       [](const Ptrs& fp, const Ints& fi, const Floats& ff, const Ptrs& bkp, const Ints& c, uint64_t seed,
          std::uintptr_t mask, bool new_trial, std::uintptr_t obs) {
-        const Family f = Family::from_args(fp, fi, ff);
-        const Bookkeeping bk = make_bookkeeping(bkp);
-        const DriverConfig cfg = make_config(c, seed);
+        const EnvCall<Family> e(fp, fi, ff, bkp, c, seed);
         check_ptr(obs, "obs");
         py::gil_scoped_release release;
-        env_reset_cpu(f, bk, cfg, as_ptr<const uint8_t>(mask), new_trial, as_ptr<ObsT>(obs));
+        env_reset_cpu(e.f, e.bk, e.cfg, as_ptr<const uint8_t>(mask), new_trial, as_ptr<ObsT>(obs));
       },
       "reset the masked environments (mask 0: all)");
   m.def(
       (name + "_observe").c_str(),
       [](const Ptrs& fp, const Ints& fi, const Floats& ff, const Ptrs& bkp, const Ints& c, uint64_t seed,
          std::uintptr_t obs) {
-        const Family f = Family::from_args(fp, fi, ff);
-        const Bookkeeping bk = make_bookkeeping(bkp);
-        const DriverConfig cfg = make_config(c, seed);
+        const EnvCall<Family> e(fp, fi, ff, bkp, c, seed);
         check_ptr(obs, "obs");
         py::gil_scoped_release release;
-        env_observe_cpu(f, bk, cfg, as_ptr<ObsT>(obs));
+        env_observe_cpu(e.f, e.bk, e.cfg, as_ptr<ObsT>(obs));
       },
       "write the current observation of every environment");
 }

@@ -4,21 +4,10 @@ against Monte Carlo and a power series, bad input."""
 import numpy as np
 import pytest
 import torch
+from env_testing import run_lockstep
 from metakern.envs.ipd import IPD, LOLA_PAYOFF, IPDFamily, ipd_exact_value
 
 MODES = ("next_step", "same_step", "disabled")
-
-
-def _compare(res_a, res_b):
-    for x, y in zip(tuple(res_a)[:4], tuple(res_b)[:4], strict=True):
-        assert torch.equal(x, y)
-    assert res_a.info.keys() == res_b.info.keys()
-    for k in res_a.info:
-        if k == "final_obs":
-            done = res_a.terminated | res_a.truncated
-            assert torch.equal(res_a.info[k][done], res_b.info[k][done])
-        else:
-            assert torch.equal(res_a.info[k], res_b.info[k]), k
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -39,20 +28,7 @@ def test_cpp_matches_reference(mode, obs):
             backend=backend,
         )
 
-    ref, cpp = make("reference"), make("cpp")
-    assert torch.equal(ref.observe(), cpp.observe())
-    g = torch.Generator().manual_seed(1)
-    for _ in range(150):
-        a = torch.randint(0, 2, (32, 2), generator=g, dtype=torch.int32)
-        ra, rb = ref.step(a), cpp.step(a)
-        _compare(ra, rb)
-        if mode == "disabled":
-            done = ra.terminated | ra.truncated
-            if done.any():
-                assert torch.equal(ref.reset(done), cpp.reset(done))
-    for d in ("state", "bk"):
-        for k, v in getattr(ref, d).items():
-            assert torch.equal(v, getattr(cpp, d)[k]), k
+    run_lockstep(make("reference"), make("cpp"), 150, seed=1)
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp"])

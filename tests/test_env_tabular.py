@@ -4,6 +4,7 @@ solutions against Monte Carlo, bad input."""
 import numpy as np
 import pytest
 import torch
+from env_testing import assert_same_step, run_lockstep
 from metakern.envs.core import BatchedEnv
 from metakern.envs.tabular import (
     TabularMDP,
@@ -17,34 +18,8 @@ from metakern.envs.tabular import (
 MODES = ("next_step", "same_step", "disabled")
 
 
-def _compare(res_a, res_b):
-    for x, y in zip(tuple(res_a)[:4], tuple(res_b)[:4], strict=True):
-        assert torch.equal(x, y)
-    assert res_a.info.keys() == res_b.info.keys()
-    for k in res_a.info:
-        if k == "final_obs":  # only the rows of episodes that ended are specified
-            done = res_a.terminated | res_a.truncated
-            assert torch.equal(res_a.info[k][done], res_b.info[k][done])
-        else:
-            assert torch.equal(res_a.info[k], res_b.info[k]), k
-
-
 def _run_pair(make, steps: int, num_actions: int, seed: int = 0):
-    ref, cpp = make("reference"), make("cpp")
-    assert torch.equal(ref.observe(), cpp.observe())
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        a = torch.randint(0, num_actions, (ref.num_envs,), generator=g, dtype=torch.int32)
-        ra, rb = ref.step(a), cpp.step(a)
-        _compare(ra, rb)
-        if ref.autoreset_mode.name == "DISABLED":
-            done = ra.terminated | ra.truncated
-            if done.any():
-                assert torch.equal(ref.reset(done), cpp.reset(done))
-    for k in ref.state:
-        assert torch.equal(ref.state[k], cpp.state[k])
-    for k in ref.bk:
-        assert torch.equal(ref.bk[k], cpp.bk[k]), k
+    run_lockstep(make("reference"), make("cpp"), steps, seed=seed)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -80,7 +55,7 @@ def test_cpp_matches_reference_task_range_and_set_tasks():
     g = torch.Generator().manual_seed(1)
     for _ in range(40):
         a = torch.randint(0, 2, (16,), generator=g)
-        _compare(ref.step(a), cpp.step(a))
+        assert_same_step(ref.step(a), cpp.step(a))
     # every env has started new trials by now, and those draw from the task range only
     assert 2 <= int(cpp.tasks.min()) and int(cpp.tasks.max()) < 6
 

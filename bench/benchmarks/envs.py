@@ -29,17 +29,7 @@ _MEMO = {}
 def _find(case_id, device, impl):
     if device == "cuda" and not torch.cuda.is_available():
         raise NotImplementedError("no CUDA device")
-    for case in _CPU_CASES if device == "cpu" else _cases(device):
-        if case.id != case_id:
-            continue
-        found = [i for i in case.impls if i.name == impl]
-        if not found:
-            raise NotImplementedError(f"{case_id} has no {impl} implementation")
-        reason = harness.impl_unavailable(found[0], case.device)
-        if reason is not None:
-            raise NotImplementedError(reason)
-        return case, found[0]
-    raise NotImplementedError(f"no case {case_id} on {device}")
+    return harness.find_runnable(_CPU_CASES if device == "cpu" else _cases(device), case_id, impl)
 
 
 class EnvStep:

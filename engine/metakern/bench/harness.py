@@ -175,6 +175,22 @@ def impl_unavailable(impl: Impl, device: torch.device) -> str | None:
     return _backend.unavailable_reason(impl.backend, device.type)
 
 
+def find_runnable(cases: Iterable[Case], case_id: str, impl: str) -> tuple[Case, Impl]:
+    """The case ``case_id`` among ``cases`` and its implementation ``impl``, if it can run here; else
+    NotImplementedError with the reason (asv reports that as a skipped benchmark)."""
+    for case in cases:
+        if case.id != case_id:
+            continue
+        found = [i for i in case.impls if i.name == impl]
+        if not found:
+            raise NotImplementedError(f"{case_id} has no {impl} implementation")
+        reason = impl_unavailable(found[0], case.device)
+        if reason is not None:
+            raise NotImplementedError(reason)
+        return case, found[0]
+    raise NotImplementedError(f"no case {case_id}")
+
+
 def backend_context(impl: Impl) -> contextlib.AbstractContextManager:
     return _backend.use_backend(impl.backend) if impl.backend is not None else contextlib.nullcontext()
 
