@@ -162,6 +162,16 @@ class Family:
         raise NotImplementedError
 
 
+def split_family_kwargs(family_cls: type, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a factory's keyword arguments into those of ``family_cls.__init__`` and the rest (which
+    go to ``BatchedEnv``), so that a family's defaults are written once, in its constructor."""
+    import inspect
+
+    names = set(inspect.signature(family_cls.__init__).parameters) - {"self"}
+    family = {k: v for k, v in kwargs.items() if k in names}
+    return family, {k: v for k, v in kwargs.items() if k not in names}
+
+
 # ---------------------------------------------------------------------------------------------------
 # The functional API
 

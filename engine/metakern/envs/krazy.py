@@ -98,7 +98,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .core import BatchedEnv, Family, StateSpec
+from .core import BatchedEnv, Family, StateSpec, split_family_kwargs
 
 HOLE, NORMAL, GOAL, AGENT, TRANSPORTER, DOOR, KEY, DEATH, ICE, ENERGY = range(10)
 TILE_NAMES = ("hole", "normal", "goal", "agent", "transporter", "door", "key", "death", "ice", "energy")
@@ -683,26 +683,6 @@ class KrazyFamily(Family):
 def KrazyWorld(
     num_envs: int,
     *,
-    size: int = 10,
-    split: str = "emaml_train",
-    num_tasks: int | None = None,
-    task_seeds: Sequence[int] | None = None,
-    legacy_quirks: bool = False,
-    obs_view: str = "local",
-    obs_mode: str = "ids",
-    death_square_percentage: float = 0.08,
-    ice_sq_perc: float = 0.05,
-    energy_sq_perc: float = 0.05,
-    num_goals: int = 3,
-    min_goal_distance: int = 2,
-    max_goal_distance: float | None = None,
-    num_transporters: int = 1,
-    num_steps_before_energy_needed: int | None = 50,
-    energy_replenish: int = 8,
-    sparse_rewards: bool = True,
-    dynamics: str = "simple",
-    permute_colors: bool = True,
-    walls: bool = False,
     max_steps: int | None = 100,
     episodes_per_trial: int = 5,
     explore_episodes: int = 3,
@@ -710,42 +690,25 @@ def KrazyWorld(
 ) -> BatchedEnv:
     """A batch of Krazy World environments (functional API).
 
+    Keyword arguments of ``KrazyFamily`` (``size``, ``split``, ``num_tasks``, ``task_seeds``,
+    ``legacy_quirks``, ``obs_view``, ``obs_mode``, the tile percentages, ``num_goals``,
+    ``min_goal_distance``, ``max_goal_distance``, ``num_transporters``,
+    ``num_steps_before_energy_needed``, ``energy_replenish``, ``sparse_rewards``, ``dynamics``,
+    ``permute_colors``, ``walls``) choose the rules and tasks; the others go to ``BatchedEnv``.
     Defaults are the "E-MAML settings" of the spec (10x10, local view, tile ids, death 0.08, ice 0.05,
     energy tiles 0.05, 3 goals, min goal distance 2, 50 steps of energy, +8 per energy tile, one
     transporter pair, sparse rewards) with permuted controls, the 32 E-MAML training tasks, episodes of
     at most 100 steps (``max_ep_len``) and the paper's E-RL2 trials (5 episodes, the first 3
-    exploratory). Other keyword arguments go to ``BatchedEnv``. See the module docstring for the
-    rules and ``legacy_quirks``.
+    exploratory). See the module docstring for the rules and ``legacy_quirks``.
     """
-    family = KrazyFamily(
-        size=size,
-        split=split,
-        num_tasks=num_tasks,
-        task_seeds=task_seeds,
-        legacy_quirks=legacy_quirks,
-        obs_view=obs_view,
-        obs_mode=obs_mode,
-        death_square_percentage=death_square_percentage,
-        ice_sq_perc=ice_sq_perc,
-        energy_sq_perc=energy_sq_perc,
-        num_goals=num_goals,
-        min_goal_distance=min_goal_distance,
-        max_goal_distance=max_goal_distance,
-        num_transporters=num_transporters,
-        num_steps_before_energy_needed=num_steps_before_energy_needed,
-        energy_replenish=energy_replenish,
-        sparse_rewards=sparse_rewards,
-        dynamics=dynamics,
-        permute_colors=permute_colors,
-        walls=walls,
-    )
+    family_kwargs, env_kwargs = split_family_kwargs(KrazyFamily, kwargs)
     return BatchedEnv(
-        family,
+        KrazyFamily(**family_kwargs),
         num_envs,
         max_steps=max_steps,
         episodes_per_trial=episodes_per_trial,
         explore_episodes=explore_episodes,
-        **kwargs,
+        **env_kwargs,
     )
 
 
