@@ -568,12 +568,13 @@ class BatchedEnv:
             self._err_event.record()
             self._err_pending = True
             return
-        self._verdict(*(int(v) for v in self._errors.tolist()), actions=actions)
+        bad, fin = (int(v) - 1 for v in self._errors.tolist())  # the kernel writes index + 1, 0 for none
+        self._verdict(bad, fin, actions)
 
     def check_errors(self) -> None:
         """On CUDA, wait for the verdict of the last step and raise if it rejected its input (the
         CPU backends raise from ``step`` itself; CUDA ones raise from the next call, or here)."""
-        if getattr(self, "_err_pending", False):
+        if self._err_pending:
             self._err_event.synchronize()
             self._pending_verdict()
 
@@ -581,19 +582,23 @@ class BatchedEnv:
         if self._err_pending and self._err_event.query():
             self._err_pending = False
             bad, fin = (int(v) for v in self._err_host.tolist())  # -1: none, else the env index
-            self._verdict(bad + 1, fin + 1, actions=None, index=bad)
+            self._verdict(bad, fin, None)
 
-    def _verdict(self, bad_action: int, finished: int, actions: torch.Tensor | None, index: int | None = None) -> None:
-        if bad_action and actions is None:
+    def _verdict(self, bad: int, finished: int, actions: torch.Tensor | None) -> None:
+        """Raise for the first env with a bad action (``bad`` >= 0) or stepped after its episode ended
+        with autoreset disabled (``finished`` >= 0). ``actions`` is None when the verdict is read
+        after the call that was rejected (CUDA)."""
+        when = "" if actions is not None else " in an earlier step"
+        if bad >= 0:
+            if actions is not None:
+                raise ValueError(self._bad_action_message(actions))
             raise ValueError(
-                f"action out of range for env {index} in an earlier step (valid actions are "
-                f"0..{self.family.num_actions - 1}); that step stepped no environment"
+                f"action out of range for env {bad}{when} (valid actions are 0..{self.family.num_actions - 1}); "
+                "that step stepped no environment"
             )
-        if bad_action:
-            raise ValueError(self._bad_action_message(actions))
-        if finished:
+        if finished >= 0:
             raise RuntimeError(
-                f"env {finished - 1}'s episode ended and autoreset is disabled: call reset(mask) on it before "
+                f"env {finished}'s episode ended{when} and autoreset is disabled: call reset(mask) on it before "
                 "stepping it again (no environment was stepped)"
             )
 
@@ -645,8 +650,7 @@ class BatchedEnv:
 
     def _reference_reset(self, mask: torch.Tensor | None, new_trial: bool, obs: torch.Tensor) -> None:
         S, bk, P = self._numpy_views()
-        o = np.empty(obs.shape, dtype=torch.empty(0, dtype=obs.dtype).numpy().dtype)
-        o[...] = obs.cpu().numpy()
+        o = obs.cpu().numpy().copy()
         m = None if mask is None else mask.cpu().numpy()
         resample = bool(self._cfg[7])
         for i in range(self.num_envs):
@@ -667,7 +671,7 @@ class BatchedEnv:
 
     def _reference_observe(self, obs: torch.Tensor) -> None:
         S, bk, P = self._numpy_views()
-        o = np.empty(obs.shape, dtype=torch.empty(0, dtype=obs.dtype).numpy().dtype)
+        o = np.empty(obs.shape, dtype=self._obs_np_dtype)
         for i in range(self.num_envs):
             self._ref_obs(S, bk, P, i, o[i])
         obs.copy_(torch.from_numpy(o))
@@ -678,15 +682,10 @@ class BatchedEnv:
         a = actions.cpu().numpy().reshape(self.num_envs, fam.action_dim)
         S, bk, P = self._numpy_views()
         bad = ((a < 0) | (a >= fam.num_actions)).any(axis=1)
-        if bad.any():
-            raise ValueError(self._bad_action_message(actions.cpu()))
         finished = bk.status == FINISHED
-        if finished.any():
-            raise RuntimeError(
-                f"env {int(np.argmax(finished))}'s episode ended and autoreset is disabled: call reset(mask) on it "
-                "before stepping it again (no environment was stepped)"
-            )
-        np_dtype = torch.empty(0, dtype=obs_t.dtype).numpy().dtype
+        first = lambda flags: int(np.argmax(flags)) if flags.any() else -1  # noqa: E731
+        self._verdict(first(bad), first(finished), actions.cpu())
+        np_dtype = self._obs_np_dtype
         B = self.num_envs
         obs = np.zeros(obs_t.shape, dtype=np_dtype)
         final = np.zeros(obs_t.shape, dtype=np_dtype) if final_t is not None else None

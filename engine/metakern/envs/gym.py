@@ -92,16 +92,12 @@ class MetakernVectorEnv(gymnasium.vector.VectorEnv):
                 raise ValueError("reset_mask must select at least one env")
         if tasks is not None:
             obs = self.env.set_tasks(torch.as_tensor(np.asarray(tasks), device=self.env.device), mask=mask)
-        elif mask is not None and seed is None:
+        elif mask is not None:  # the trial goes on in the masked envs; a seed applies to later draws
+            if seed is not None:
+                self.env.seed = BatchedEnv._check_seed(seed)
             obs = self.env.reset(torch.from_numpy(mask))
         else:
-            if seed is None:
-                seed = int(self.np_random.integers(0, 2**63 - 1))
-            if mask is not None:
-                self.env.seed = BatchedEnv._check_seed(seed)
-            obs = self.env.reset(
-                None if mask is None else torch.from_numpy(mask), seed=None if mask is not None else seed
-            )
+            obs = self.env.reset(seed=seed if seed is not None else int(self.np_random.integers(0, 2**63 - 1)))
         return _numpy(obs), {}
 
     def step(self, actions):
