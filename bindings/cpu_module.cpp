@@ -10,6 +10,7 @@
 #include "oracle/tabular_oracle.h"
 #include "policy/policy_log_prob.h"
 #include "scan/linear_scan.h"
+#include "synapse/metods.h"
 
 namespace py = pybind11;
 using namespace metakern;
@@ -289,6 +290,86 @@ PYBIND11_MODULE(_C, m) {
       py::arg("actions"), py::arg("v_weight"), py::arg("v_features"), py::arg("u"), py::arg("d_weight"),
       py::arg("d_features"), py::arg("N"), py::arg("M"), py::arg("F"), py::arg("A"), py::arg("num_threads") = 0,
       "VJP of linear_softmax_log_prob_backward (cotangents v_weight, v_features may be 0 = zero)");
+
+  // MetODS dynamic synapses (cpp/synapse/metods.h). Optional pointers are 0.
+  auto metods_args = [](int64_t B, int64_t T, int64_t N, int S, int activation, int64_t C, bool w0_batched,
+                        int num_threads) {
+    check_sizes(B, T);
+    check_sizes(N, S);
+    if (S > 16 || C <= 0 || activation < 0 || activation > 2) {
+      throw std::invalid_argument("metakern: metods: need 1 <= S <= 16, checkpoint_every >= 1, activation 0..2");
+    }
+    MetodsArgs a;
+    a.B = B;
+    a.T = T;
+    a.N = N;
+    a.S = S;
+    a.activation = activation;
+    a.checkpoint_every = C;
+    a.w0_batched = w0_batched;
+    a.num_threads = num_threads;
+    return a;
+  };
+  m.def(
+      "metods_forward",
+      [metods_args](int dtype, std::uintptr_t v0, std::uintptr_t W0, std::uintptr_t alpha, std::uintptr_t kappa,
+                    std::uintptr_t gamma, std::uintptr_t coef, std::uintptr_t reset, std::uintptr_t vS,
+                    std::uintptr_t WT, std::uintptr_t vs, std::uintptr_t ps, std::uintptr_t ckpt, int64_t B,
+                    int64_t T, int64_t N, int S, int activation, int64_t C, bool w0_batched, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        const MetodsArgs a = metods_args(B, T, N, S, activation, C, w0_batched, num_threads);
+        for (auto [p, name] : {std::pair{v0, "v0"}, {W0, "W0"}, {alpha, "alpha"}, {kappa, "kappa"},
+                               {gamma, "gamma"}, {coef, "coef"}, {vS, "vS"}, {WT, "WT"}}) {
+          check_ptr(p, name);
+        }
+        if (vs && (!ps || (!ckpt && (T + C - 1) / C > 1))) {
+          throw std::invalid_argument("metakern: metods_forward: saving needs vs, ps and ckpt");
+        }
+        auto opt = [](std::uintptr_t p) { return p ? as_ptr<void>(p) : nullptr; };
+        py::gil_scoped_release release;
+        metods_forward_cpu(dt, a, as_ptr<const void>(v0), as_ptr<const void>(W0), as_ptr<const void>(alpha),
+                           as_ptr<const void>(kappa), as_ptr<const void>(gamma), as_ptr<const void>(coef),
+                           reset ? as_ptr<const uint8_t>(reset) : nullptr, as_ptr<void>(vS), as_ptr<void>(WT),
+                           opt(vs), opt(ps), opt(ckpt));
+      },
+      py::arg("dtype"), py::arg("v0"), py::arg("W0"), py::arg("alpha"), py::arg("kappa"), py::arg("gamma"),
+      py::arg("coef"), py::arg("reset"), py::arg("vS"), py::arg("WT"), py::arg("vs"), py::arg("ps"),
+      py::arg("ckpt"), py::arg("B"), py::arg("T"), py::arg("N"), py::arg("S"), py::arg("activation"),
+      py::arg("checkpoint_every"), py::arg("w0_batched"), py::arg("num_threads") = 0,
+      "MetODS synapse recurrence over [B, T, N] sequences; saves vectors and checkpoints when vs is non-zero");
+
+  m.def(
+      "metods_backward",
+      [metods_args](int dtype, std::uintptr_t gvS, std::uintptr_t gWT, std::uintptr_t v0, std::uintptr_t W0,
+                    std::uintptr_t alpha, std::uintptr_t kappa, std::uintptr_t gamma, std::uintptr_t coef,
+                    std::uintptr_t reset, std::uintptr_t vs, std::uintptr_t ps, std::uintptr_t ckpt,
+                    std::uintptr_t dv0, std::uintptr_t dW0, std::uintptr_t dalpha, std::uintptr_t dkappa,
+                    std::uintptr_t dgamma, std::uintptr_t dcoef, int64_t B, int64_t T, int64_t N, int S,
+                    int activation, int64_t C, bool w0_batched, int num_threads) {
+        const DType dt = to_dtype(dtype);
+        const MetodsArgs a = metods_args(B, T, N, S, activation, C, w0_batched, num_threads);
+        for (auto [p, name] : {std::pair{v0, "v0"}, {W0, "W0"}, {alpha, "alpha"}, {kappa, "kappa"},
+                               {gamma, "gamma"}, {coef, "coef"}, {vs, "vs"}, {ps, "ps"}, {dv0, "dv0"},
+                               {dW0, "dW0"}, {dalpha, "dalpha"}, {dkappa, "dkappa"}, {dgamma, "dgamma"},
+                               {dcoef, "dcoef"}}) {
+          check_ptr(p, name);
+        }
+        if (!ckpt && (T + C - 1) / C > 1) throw std::invalid_argument("metakern: metods_backward: null ckpt");
+        auto opt = [](std::uintptr_t p) { return p ? as_ptr<const void>(p) : nullptr; };
+        py::gil_scoped_release release;
+        metods_backward_cpu(dt, a, opt(gvS), opt(gWT), as_ptr<const void>(v0), as_ptr<const void>(W0),
+                            as_ptr<const void>(alpha), as_ptr<const void>(kappa), as_ptr<const void>(gamma),
+                            as_ptr<const void>(coef), reset ? as_ptr<const uint8_t>(reset) : nullptr,
+                            as_ptr<const void>(vs), as_ptr<const void>(ps), opt(ckpt), as_ptr<void>(dv0),
+                            as_ptr<void>(dW0), as_ptr<void>(dalpha), as_ptr<void>(dkappa), as_ptr<void>(dgamma),
+                            as_ptr<void>(dcoef));
+      },
+      py::arg("dtype"), py::arg("gvS"), py::arg("gWT"), py::arg("v0"), py::arg("W0"), py::arg("alpha"),
+      py::arg("kappa"), py::arg("gamma"), py::arg("coef"), py::arg("reset"), py::arg("vs"), py::arg("ps"),
+      py::arg("ckpt"), py::arg("dv0"), py::arg("dW0"), py::arg("dalpha"), py::arg("dkappa"), py::arg("dgamma"),
+      py::arg("dcoef"), py::arg("B"), py::arg("T"), py::arg("N"), py::arg("S"), py::arg("activation"),
+      py::arg("checkpoint_every"), py::arg("w0_batched"), py::arg("num_threads") = 0,
+      "gradients of metods_forward from gvS / gWT (0 = zero), recomputing W from the checkpoints");
 
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });

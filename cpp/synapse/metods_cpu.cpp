@@ -1,0 +1,665 @@
+// CPU kernels of the MetODS dynamic-synapse op (math, memory and determinism: metods.h).
+//
+// One sequence is one unit of work: OpenMP spreads sequences (forward) or fixed groups of sequences
+// (backward) over threads. Every N x N pass walks rows with the inner loop along a row, written as
+// plain loops the compiler vectorizes; the per-sequence functions are compiled for AVX-512, AVX2+FMA
+// and baseline x86-64 (target_clones) and picked at load time, so last bits may differ between
+// machines of different ISA, never between runs or thread counts.
+#include "synapse/metods.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+namespace metakern {
+namespace {
+
+#define MK_ALWAYS_INLINE inline __attribute__((always_inline))
+#define MK_SIMD _Pragma("omp simd")
+#define MK_PRAGMA(x) _Pragma(#x)
+#define MK_SIMD_SUM(v) MK_PRAGMA(omp simd reduction(+ : v))
+
+constexpr int kMaxS = 16;        // Python refuses larger S (stack arrays below)
+constexpr int64_t kGroups = 64;  // fixed reduction groups of the backward (metods.h)
+
+template <typename R> MK_ALWAYS_INLINE R dot(const R* a, const R* b, int64_t n) {
+  R acc = 0;
+  MK_SIMD_SUM(acc)
+  for (int64_t k = 0; k < n; ++k) acc += a[k] * b[k];
+  return acc;
+}
+
+template <typename R> MK_ALWAYS_INLINE void axpy(R* y, R a, const R* x, int64_t n) {
+  MK_SIMD
+  for (int64_t k = 0; k < n; ++k) y[k] += a * x[k];
+}
+
+// tanh for float, written so that loops over it vectorize: an odd Taylor polynomial (to x^11) below
+// |x| = 0.25, 1 - 2 / (exp(2|x|) + 1) above, with exp from a Cody-Waite reduction and a degree-7
+// polynomial. Error: a few float ulps (tests compare against float64). Double uses std::tanh.
+MK_ALWAYS_INLINE float tanh_fast(float x) {
+  const float a = std::fmin(std::fabs(x), 9.0f);  // tanh(9) rounds to 1 in float
+  const float a2 = a * a;
+  const float poly =
+      a * (1.0f + a2 * (-1.0f / 3 + a2 * (2.0f / 15 + a2 * (-17.0f / 315 + a2 * (62.0f / 2835 + a2 * (-1382.0f / 155925))))));
+  const float t = 2.0f * a * 1.44269504088896341f;  // 2a log2(e), in [0, 26]
+  const float magic = 12582912.0f;                  // 1.5 * 2^23: adding it rounds to an integer
+  const float shifted = t + magic;
+  const float n = shifted - magic;
+  int32_t ni;
+  std::memcpy(&ni, &shifted, sizeof ni);
+  ni -= 0x4B400000;  // the bits of magic
+  const float r = (2.0f * a - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  const float er =
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+  int32_t eb;
+  std::memcpy(&eb, &er, sizeof eb);
+  eb += ni << 23;
+  float e;
+  std::memcpy(&e, &eb, sizeof e);
+  const float big = 1.0f - 2.0f / (e + 1.0f);
+  const float y = a < 0.25f ? poly : big;
+  return x < 0.0f ? -y : y;
+}
+
+template <typename R> MK_ALWAYS_INLINE R act(int kind, R p) {
+  if (kind == static_cast<int>(SynapseActivation::Tanh)) {
+    if constexpr (sizeof(R) == 4) {
+      return tanh_fast(p);
+    } else {
+      return std::tanh(p);
+    }
+  }
+  if (kind == static_cast<int>(SynapseActivation::Relu)) return p > R(0) ? p : R(0);
+  return p;
+}
+
+// sigma'(p) given h = sigma(p).
+template <typename R> MK_ALWAYS_INLINE R act_grad(int kind, R p, R h) {
+  if (kind == static_cast<int>(SynapseActivation::Tanh)) return R(1) - h * h;
+  if (kind == static_cast<int>(SynapseActivation::Relu)) return p > R(0) ? R(1) : R(0);
+  return R(1);
+}
+
+// Per-call constants of one op: sizes and the coefficient tables. KS > 0 fixes S at compile time
+// (so the short sums over inner steps unroll inside the vector loops); KS = 0 reads it at run time.
+template <typename R, int KS> struct Params {
+  int64_t N;
+  int S_, activation;
+  const R* alpha;  // [N, N]
+  const R* kappa;  // [S, S+1]
+  const R* gamma;  // [S+1]
+  const R* coef;   // [S+1, S]
+  MK_ALWAYS_INLINE int S() const { return KS > 0 ? KS : S_; }
+  const R* k(int s) const { return kappa + (s - 1) * (S() + 1); }  // row of inner step s
+  const R* c(int s) const { return coef + s * S(); }
+};
+
+// dst = gamma[S] src + alpha * sum_{j<S} coef[S, j] v_j v_j^T (dst may be src).
+template <typename R, int KS> MK_ALWAYS_INLINE void write_pass(const Params<R, KS>& P, const R* src, R* dst, const R* v) {
+  const int64_t N = P.N;
+  const int S = P.S();
+  const R g = P.gamma[S];
+  const R* cS = P.c(S);
+  R d[kMaxS];
+  for (int64_t i = 0; i < N; ++i) {
+    for (int j = 0; j < S; ++j) d[j] = cS[j] * v[j * N + i];
+    const R* Ai = P.alpha + i * N;
+    const R* Si = src + i * N;
+    R* Di = dst + i * N;
+    MK_SIMD
+    for (int64_t k = 0; k < N; ++k) {
+      R z = 0;
+      for (int j = 0; j < S; ++j) z += d[j] * v[j * N + k];
+      Di[k] = g * Si[k] + Ai[k] * z;
+    }
+  }
+}
+
+// One forward step in place on W. v: (S+1) N with v_0 filled; fills v_1..v_S and p [S N].
+// tmp: S N scratch.
+template <typename R, int KS> MK_ALWAYS_INLINE void step_forward(const Params<R, KS>& P, R* W, R* v, R* p, R* tmp) {
+  const int64_t N = P.N;
+  const int S = P.S();
+  for (int s = 1; s <= S; ++s) {
+    const R* x = v + (s - 1) * N;
+    const int nj = s - 1;
+    for (int j = 0; j < nj; ++j) {
+      R* u = tmp + j * N;
+      const R* vj = v + j * N;
+      MK_SIMD
+      for (int64_t k = 0; k < N; ++k) u[k] = vj[k] * x[k];
+    }
+    const R g = P.gamma[s - 1];
+    const R* cs = P.c(s - 1);
+    R* ps = p + (s - 1) * N;
+    R e[kMaxS];
+    for (int64_t i = 0; i < N; ++i) {
+      // p_i = sum_k gamma W_ik x_k + alpha_ik sum_j coef v_j,i (v_j * x)_k: one reduction per row.
+      for (int j = 0; j < nj; ++j) e[j] = cs[j] * v[j * N + i];
+      const R* Wi = W + i * N;
+      const R* Ai = P.alpha + i * N;
+      R acc = 0;
+      MK_SIMD_SUM(acc)
+      for (int64_t k = 0; k < N; ++k) {
+        R z = 0;
+        for (int j = 0; j < nj; ++j) z += e[j] * tmp[j * N + k];
+        acc += g * Wi[k] * x[k] + Ai[k] * z;
+      }
+      ps[i] = acc;
+    }
+    const R* ks = P.k(s);
+    R* vs = v + s * N;
+    MK_SIMD
+    for (int64_t i = 0; i < N; ++i) {
+      R val = ks[s] * act(P.activation, ps[i]);
+      for (int l = 0; l < s; ++l) val += ks[l] * v[l * N + i];
+      vs[i] = val;
+    }
+  }
+  write_pass(P, W, W, v);
+}
+
+// Shared-gradient accumulators of one group.
+template <typename R> struct Grads {
+  R* dalpha;  // [N, N]
+  R* dkappa;  // [S, S+1]
+  R* dgamma;  // [S+1]
+  R* dcoef;   // [S+1, S]
+};
+
+// Adjoint of one step. Win: the step's input matrix; v: (S+1) N (all filled); p: S N; dvS: N (or
+// null: zero); dW: in, the gradient w.r.t. the step's W_out; out, w.r.t. its W_in. Writes dv_0 to
+// dv0 and accumulates the shared gradients into G. work: step_work(S) N scratch.
+template <typename R, int KS>
+MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const R* v, const R* p, const R* dvS, R* dW,
+                                    R* dv0, const Grads<R>& G, R* work) {
+  const int64_t N = P.N;
+  const int S = P.S();
+  const int npairs = S * (S - 1) / 2;
+  R* dv = work;              // (S+1) N
+  R* dp = dv + (S + 1) * N;  // S N
+  R* y = dp + S * N;         // S N: (alpha * dW) v_j, then a_j
+  R* z = y + S * N;          // S N: (alpha * dW)^T v_j, then b_j
+  R* u = z + S * N;          // npairs N: v_j * v_{s-1} for s = 2..S, j < s - 1
+  R* r = u + npairs * N;     // N
+  std::fill(dv, dv + (S + 1) * N, R(0));
+  if (dvS) std::copy(dvS, dvS + N, dv + S * N);
+  auto pair_index = [](int s, int j) { return (s - 1) * (s - 2) / 2 + j; };
+  for (int s = 2; s <= S; ++s) {
+    for (int j = 0; j < s - 1; ++j) {
+      R* uj = u + pair_index(s, j) * N;
+      const R* vj = v + j * N;
+      const R* x = v + (s - 1) * N;
+      MK_SIMD
+      for (int64_t k = 0; k < N; ++k) uj[k] = vj[k] * x[k];
+    }
+  }
+
+  // The write W_out = gamma[S] W_in + alpha * sum_j coef[S, j] v_j v_j^T, with M = alpha * dW:
+  // y_j = M v_j (row reductions), z_j = M^T v_j (row axpys), dgamma[S] = <dW, W_in>, in one pass.
+  const R* cS = P.c(S);
+  {
+    std::fill(z, z + S * N, R(0));
+    R dg = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      const R* Ai = P.alpha + i * N;
+      const R* dWi = dW + i * N;
+      const R* Wi = Win + i * N;
+      R vi[kMaxS], yi[kMaxS];
+      for (int j = 0; j < S; ++j) {
+        vi[j] = v[j * N + i];
+        yi[j] = 0;
+      }
+      R acc = 0;
+      if constexpr (KS > 0) {
+        MK_PRAGMA(omp simd reduction(+ : acc, yi[:KS]))
+        for (int64_t k = 0; k < N; ++k) {
+          const R m = Ai[k] * dWi[k];
+          acc += dWi[k] * Wi[k];
+          for (int j = 0; j < KS; ++j) {
+            yi[j] += m * v[j * N + k];
+            z[j * N + k] += m * vi[j];
+          }
+        }
+      } else {
+        for (int64_t k = 0; k < N; ++k) acc += dWi[k] * Wi[k];
+        for (int j = 0; j < S; ++j) {
+          R yj = 0;
+          R* zj = z + j * N;
+          const R* vj = v + j * N;
+          MK_SIMD_SUM(yj)
+          for (int64_t k = 0; k < N; ++k) {
+            const R m = Ai[k] * dWi[k];
+            yj += m * vj[k];
+            zj[k] += m * vi[j];
+          }
+          yi[j] = yj;
+        }
+      }
+      dg += acc;
+      for (int j = 0; j < S; ++j) y[j * N + i] = yi[j];
+    }
+    G.dgamma[S] += dg;
+    for (int j = 0; j < S; ++j) {
+      const R* vj = v + j * N;
+      const R* yj = y + j * N;
+      const R* zj = z + j * N;
+      R* dvj = dv + j * N;
+      R dc = 0;
+      MK_SIMD_SUM(dc)
+      for (int64_t k = 0; k < N; ++k) {
+        dc += vj[k] * yj[k];
+        dvj[k] += cS[j] * (yj[k] + zj[k]);
+      }
+      G.dcoef[S * S + j] += dc;
+    }
+  }
+
+  // The inner steps, last first. Step s = 1 has no alpha term: its pass (r = W_in^T dp_1) is fused
+  // into the final pass below.
+  for (int s = S; s >= 1; --s) {
+    const R* ks = P.k(s);
+    R* dks = G.dkappa + (s - 1) * (S + 1);
+    const R* dvs = dv + s * N;
+    const R* ps = p + (s - 1) * N;
+    R* dps = dp + (s - 1) * N;
+    R acc = 0;
+    MK_SIMD_SUM(acc)
+    for (int64_t i = 0; i < N; ++i) {
+      const R h = act(P.activation, ps[i]);
+      acc += dvs[i] * h;
+      dps[i] = ks[s] * dvs[i] * act_grad(P.activation, ps[i], h);
+    }
+    dks[s] += acc;
+    for (int l = 0; l < s; ++l) {
+      const R* vl = v + l * N;
+      R* dvl = dv + l * N;
+      R dk = 0;
+      MK_SIMD_SUM(dk)
+      for (int64_t k = 0; k < N; ++k) {
+        dk += dvs[k] * vl[k];
+        dvl[k] += ks[l] * dvs[k];
+      }
+      dks[l] += dk;
+    }
+    if (s == 1) break;
+    // p_s = gamma[s-1] W_in x + sum_{j<s-1} coef[s-1, j] v_j * (alpha (v_j * x)), x = v_{s-1}:
+    // r = W_in^T dp (axpys), a_j = alpha (v_j * x) (reductions), b_j = alpha^T (v_j * dp) (axpys).
+    const int nj = s - 1;
+    const R* x = v + (s - 1) * N;
+    std::fill(r, r + N, R(0));
+    std::fill(z, z + nj * N, R(0));
+    const R* us = u + pair_index(s, 0) * N;
+    for (int64_t i = 0; i < N; ++i) {
+      const R* Wi = Win + i * N;
+      const R* Ai = P.alpha + i * N;
+      const R dpi = dps[i];
+      R w[kMaxS], ai[kMaxS];
+      for (int j = 0; j < kMaxS; ++j) ai[j] = 0;
+      for (int j = 0; j < nj; ++j) w[j] = v[j * N + i] * dpi;
+      if constexpr (KS > 0) {
+        MK_PRAGMA(omp simd reduction(+ : ai[:KS]))
+        for (int64_t k = 0; k < N; ++k) {
+          r[k] += dpi * Wi[k];
+          for (int j = 0; j < nj; ++j) {
+            ai[j] += Ai[k] * us[j * N + k];
+            z[j * N + k] += w[j] * Ai[k];
+          }
+        }
+      } else {
+        axpy(r, dpi, Wi, N);
+        for (int j = 0; j < nj; ++j) {
+          ai[j] = dot(Ai, us + j * N, N);
+          axpy(z + j * N, w[j], Ai, N);
+        }
+      }
+      for (int j = 0; j < nj; ++j) y[j * N + i] = ai[j];
+    }
+    const R gs = P.gamma[s - 1];
+    R* dx = dv + (s - 1) * N;
+    R dgs = 0;
+    MK_SIMD_SUM(dgs)
+    for (int64_t k = 0; k < N; ++k) {
+      dgs += r[k] * x[k];
+      dx[k] += gs * r[k];
+    }
+    G.dgamma[s - 1] += dgs;
+    const R* cs = P.c(s - 1);
+    for (int j = 0; j < nj; ++j) {
+      const R* vj = v + j * N;
+      const R* aj = y + j * N;
+      const R* bj = z + j * N;
+      R* dvj = dv + j * N;
+      const R c = cs[j];
+      R dc = 0;
+      MK_SIMD_SUM(dc)
+      for (int64_t k = 0; k < N; ++k) {
+        dc += dps[k] * vj[k] * aj[k];
+        dvj[k] += c * (dps[k] * aj[k] + x[k] * bj[k]);
+        dx[k] += c * vj[k] * bj[k];
+      }
+      G.dcoef[(s - 1) * S + j] += dc;
+    }
+  }
+
+  // One pass for the rest:
+  //   dalpha += dW * sum_j coef[S, j] v_j v_j^T + sum_{s, j<s-1} coef[s-1, j] (v_j * dp_s)(v_j * v_{s-1})^T
+  //   r       = W_in^T dp_1                     (step s = 1's read; dv_0 += r)
+  //   dW_in   = gamma[S] dW + sum_s gamma[s-1] dp_s v_{s-1}^T
+  const R gS = P.gamma[S];
+  std::fill(r, r + N, R(0));
+  for (int64_t i = 0; i < N; ++i) {
+    R e[kMaxS], h[kMaxS], f[kMaxS * (kMaxS - 1) / 2];
+    for (int j = 0; j < S; ++j) e[j] = cS[j] * v[j * N + i];
+    for (int s = 1; s <= S; ++s) h[s - 1] = P.gamma[s - 1] * dp[(s - 1) * N + i];
+    for (int s = 2; s <= S; ++s) {
+      const R* cs = P.c(s - 1);
+      for (int j = 0; j < s - 1; ++j) f[pair_index(s, j)] = cs[j] * v[j * N + i] * dp[(s - 1) * N + i];
+    }
+    const R dp1 = dp[i];
+    const R* Wi = Win + i * N;
+    R* dAi = G.dalpha + i * N;
+    R* dWi = dW + i * N;
+    MK_SIMD
+    for (int64_t k = 0; k < N; ++k) {
+      R zc = 0, zp = 0, zw = 0;
+      for (int j = 0; j < S; ++j) zc += e[j] * v[j * N + k];
+      for (int q = 0; q < npairs; ++q) zp += f[q] * u[q * N + k];
+      for (int s = 0; s < S; ++s) zw += h[s] * v[s * N + k];
+      r[k] += dp1 * Wi[k];
+      dAi[k] += dWi[k] * zc + zp;
+      dWi[k] = gS * dWi[k] + zw;
+    }
+  }
+  MK_SIMD
+  for (int64_t k = 0; k < N; ++k) dv0[k] = dv[k] + r[k];  // gamma[0] = 1
+}
+
+template <typename R> struct Call {
+  const MetodsArgs& a;
+  const R* alpha;
+  const R* kappa;
+  const R* gamma;
+  const R* coef;
+  const R* v0;
+  const R* W0;
+  const uint8_t* reset;
+  template <int KS> Params<R, KS> params() const {
+    return Params<R, KS>{a.N, a.S, a.activation, alpha, kappa, gamma, coef};
+  }
+  const R* w0(int64_t b) const { return W0 + (a.w0_batched ? b * a.N * a.N : 0); }
+  bool resets(int64_t b, int64_t t) const { return t > 0 && reset && reset[b * a.T + t]; }
+};
+
+// Forward over sequence b. V: (S+1) N, Pv: S N, tmp: S N scratch.
+template <typename R, int KS>
+MK_ALWAYS_INLINE void forward_sequence(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V,
+                                       R* Pv, R* tmp) {
+  const Params<R, KS> P = c.template params<KS>();
+  const int64_t N = P.N, T = c.a.T, NN = N * N, C = c.a.checkpoint_every;
+  const int S = P.S();
+  R* W = WT + b * NN;
+  std::copy(c.w0(b), c.w0(b) + NN, W);
+  for (int64_t t = 0; t < T; ++t) {
+    if (c.resets(b, t)) std::copy(c.w0(b), c.w0(b) + NN, W);
+    if (vs && t > 0 && t % C == 0) std::copy(W, W + NN, ckpt + (b * ((T + C - 1) / C - 1) + t / C - 1) * NN);
+    const int64_t bt = b * T + t;
+    std::copy(c.v0 + bt * N, c.v0 + (bt + 1) * N, V);
+    step_forward(P, W, V, Pv, tmp);
+    std::copy(V + S * N, V + (S + 1) * N, vS + bt * N);
+    if (vs) {
+      std::copy(V + N, V + (S + 1) * N, vs + bt * S * N);
+      std::copy(Pv, Pv + S * N, ps + bt * S * N);
+    }
+  }
+}
+
+template <typename R> struct BackwardCall {
+  const Call<R>& c;
+  const R* gvS;
+  const R* gWT;
+  const R* vs;
+  const R* ps;
+  const R* ckpt;
+  R* dv0;
+  R* dW0;  // dW0 [B, N, N] when W0 is batched (else null: accumulated per group)
+};
+
+// Assembles v_0..v_S of step t: v_0 from the input, v_1..v_S saved by the forward.
+template <typename R> MK_ALWAYS_INLINE void load_vectors(const BackwardCall<R>& k, int64_t b, int64_t t, R* V) {
+  const int64_t N = k.c.a.N, bt = b * k.c.a.T + t;
+  const int S = k.c.a.S;
+  std::copy(k.c.v0 + bt * N, k.c.v0 + (bt + 1) * N, V);
+  std::copy(k.vs + bt * S * N, k.vs + (bt + 1) * S * N, V + N);
+}
+
+int64_t step_work(int S) { return 4 * S + 2 + S * (S - 1) / 2; }  // vectors of N in step_backward
+
+int64_t sub_stride(int64_t C) { return static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(C)))); }
+
+// Backward over sequence b, accumulating shared gradients into G (and dW0 of a shared W0 into dW0g).
+// scratch: (ceil(C / C2) + C2 + 1) N^2 + (S+1) N + step_work(S) N.
+template <typename R, int KS>
+MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g, R* scratch) {
+  const Call<R>& c = k.c;
+  const Params<R, KS> P = c.template params<KS>();
+  const int64_t N = P.N, T = c.a.T, NN = N * N, C = c.a.checkpoint_every;
+  const int S = P.S();
+  const int64_t C2 = sub_stride(C);
+  const int64_t nsub_max = (C + C2 - 1) / C2;
+  const int64_t K = (T + C - 1) / C;
+  R* sub = scratch;
+  R* seg = sub + nsub_max * NN;
+  R* dW = seg + C2 * NN;
+  R* V = dW + NN;
+  R* work = V + (S + 1) * N;
+  if (k.gWT) {
+    std::copy(k.gWT + b * NN, k.gWT + (b + 1) * NN, dW);
+  } else {
+    std::fill(dW, dW + NN, R(0));
+  }
+  R* dW0b = k.dW0 ? k.dW0 + b * NN : dW0g;
+  if (k.dW0) std::fill(dW0b, dW0b + NN, R(0));
+  // W_in of step t + 1 from W_in of step t (into dst).
+  auto advance = [&](const R* src, R* dst, int64_t t) {
+    if (c.resets(b, t + 1)) {
+      std::copy(c.w0(b), c.w0(b) + NN, dst);
+      return;
+    }
+    load_vectors(k, b, t, V);
+    write_pass(P, src, dst, V);
+  };
+  for (int64_t seg_i = K - 1; seg_i >= 0; --seg_i) {
+    const int64_t t0 = seg_i * C, t1 = std::min(T, t0 + C);
+    const R* start = seg_i == 0 ? c.w0(b) : k.ckpt + (b * (K - 1) + seg_i - 1) * NN;
+    const int64_t nsub = (t1 - t0 + C2 - 1) / C2;
+    std::copy(start, start + NN, sub);
+    for (int64_t m = 1; m < nsub; ++m) {
+      R* dst = sub + m * NN;
+      std::copy(sub + (m - 1) * NN, sub + m * NN, dst);
+      for (int64_t t = t0 + (m - 1) * C2; t < t0 + m * C2; ++t) advance(dst, dst, t);
+    }
+    for (int64_t m = nsub - 1; m >= 0; --m) {
+      const int64_t ta = t0 + m * C2, tb = std::min(t1, ta + C2);
+      std::copy(sub + m * NN, sub + (m + 1) * NN, seg);
+      for (int64_t t = ta; t + 1 < tb; ++t) advance(seg + (t - ta) * NN, seg + (t - ta + 1) * NN, t);
+      for (int64_t t = tb - 1; t >= ta; --t) {
+        load_vectors(k, b, t, V);
+        const int64_t bt = b * T + t;
+        step_backward(P, seg + (t - ta) * NN, V, k.ps + bt * S * N, k.gvS ? k.gvS + bt * N : nullptr, dW,
+                      k.dv0 + bt * N, G, work);
+        if (t == 0 || c.resets(b, t)) {
+          for (int64_t e = 0; e < NN; ++e) dW0b[e] += dW[e];
+          std::fill(dW, dW + NN, R(0));
+        }
+      }
+    }
+  }
+}
+
+// The per-sequence work, compiled once per ISA (see the file comment) and per common S.
+#define MK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
+
+#define MK_SWITCH_S(S, CALL) \
+  switch (S) {               \
+    case 1: CALL(1); break;  \
+    case 2: CALL(2); break;  \
+    case 3: CALL(3); break;  \
+    case 4: CALL(4); break;  \
+    default: CALL(0); break; \
+  }
+
+#define MK_SEQUENCE_FUNCTIONS(R, SUFFIX)                                                                            \
+  MK_CLONES void forward_sequence_##SUFFIX(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, \
+                                           R* Pv, R* tmp) {                                                         \
+    using Real = R;                                                                                                 \
+    MK_SWITCH_S(c.a.S, MK_FWD_CALL)                                                                                 \
+  }                                                                                                                 \
+  MK_CLONES void backward_sequence_##SUFFIX(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g,       \
+                                            R* scratch) {                                                           \
+    using Real = R;                                                                                                 \
+    MK_SWITCH_S(k.c.a.S, MK_BWD_CALL)                                                                               \
+  }                                                                                                                 \
+  void forward_sequence_any(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, R* Pv,          \
+                            R* tmp) {                                                                               \
+    forward_sequence_##SUFFIX(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp);                                              \
+  }                                                                                                                 \
+  void backward_sequence_any(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g, R* scratch) {        \
+    backward_sequence_##SUFFIX(k, b, G, dW0g, scratch);                                                             \
+  }
+#define MK_FWD_CALL(KS) forward_sequence<Real, KS>(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp)
+#define MK_BWD_CALL(KS) backward_sequence<Real, KS>(k, b, G, dW0g, scratch)
+MK_SEQUENCE_FUNCTIONS(float, f32)
+MK_SEQUENCE_FUNCTIONS(double, f64)
+#undef MK_FWD_CALL
+#undef MK_BWD_CALL
+#undef MK_SEQUENCE_FUNCTIONS
+#undef MK_SWITCH_S
+
+int team(const MetodsArgs& a, int64_t units) {
+  const int nt = a.num_threads > 0 ? a.num_threads : omp_get_max_threads();
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, units)));
+}
+
+void check(const MetodsArgs& a) {
+  if (a.B <= 0 || a.T <= 0 || a.N <= 0 || a.S <= 0 || a.S > kMaxS || a.checkpoint_every <= 0 || a.activation < 0 ||
+      a.activation > 2) {
+    throw std::invalid_argument("metakern: metods: bad sizes (B, T, N, checkpoint_every >= 1; 1 <= S <= 16)");
+  }
+}
+
+template <typename R>
+Call<R> make_call(const MetodsArgs& a, const void* v0, const void* W0, const void* alpha, const void* kappa,
+                  const void* gamma, const void* coef, const uint8_t* reset) {
+  return Call<R>{a, static_cast<const R*>(alpha), static_cast<const R*>(kappa), static_cast<const R*>(gamma),
+                 static_cast<const R*>(coef), static_cast<const R*>(v0), static_cast<const R*>(W0), reset};
+}
+
+template <typename R>
+void forward(const MetodsArgs& a, const void* v0, const void* W0, const void* alpha, const void* kappa,
+             const void* gamma, const void* coef, const uint8_t* reset, void* vS, void* WT, void* vs, void* ps,
+             void* ckpt) {
+  const Call<R> c = make_call<R>(a, v0, W0, alpha, kappa, gamma, coef, reset);
+  const int64_t N = a.N, S = a.S;
+#pragma omp parallel num_threads(team(a, a.B))
+  {
+    std::vector<R> buf(static_cast<size_t>((3 * S + 1) * N));
+    R* V = buf.data();
+    R* Pv = V + (S + 1) * N;
+    R* tmp = Pv + S * N;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < a.B; ++b) {
+      forward_sequence_any(c, b, static_cast<R*>(vS), static_cast<R*>(WT), static_cast<R*>(vs),
+                           static_cast<R*>(ps), static_cast<R*>(ckpt), V, Pv, tmp);
+    }
+  }
+}
+
+template <typename R>
+void backward(const MetodsArgs& a, const void* gvS, const void* gWT, const void* v0, const void* W0, const void* alpha,
+              const void* kappa, const void* gamma, const void* coef, const uint8_t* reset, const void* vs,
+              const void* ps, const void* ckpt, void* dv0, void* dW0, void* dalpha, void* dkappa, void* dgamma,
+              void* dcoef) {
+  const Call<R> c = make_call<R>(a, v0, W0, alpha, kappa, gamma, coef, reset);
+  const BackwardCall<R> k{c,
+                          static_cast<const R*>(gvS),
+                          static_cast<const R*>(gWT),
+                          static_cast<const R*>(vs),
+                          static_cast<const R*>(ps),
+                          static_cast<const R*>(ckpt),
+                          static_cast<R*>(dv0),
+                          a.w0_batched ? static_cast<R*>(dW0) : nullptr};
+  const int64_t N = a.N, NN = N * N, S = a.S, C = a.checkpoint_every;
+  const int64_t ns = S * (S + 1) + (S + 1) + (S + 1) * S;  // kappa, gamma, coef
+  const int64_t G = std::min<int64_t>(a.B, kGroups);
+  const bool shared_w0 = !a.w0_batched;
+  const int64_t per_group = NN * (shared_w0 ? 2 : 1) + ns;
+  std::vector<R> acc(static_cast<size_t>(G * per_group), R(0));
+  const int64_t C2 = sub_stride(C);
+  const int64_t scratch = ((C + C2 - 1) / C2 + C2 + 1) * NN + (S + 1) * N + step_work(a.S) * N;
+#pragma omp parallel num_threads(team(a, G))
+  {
+    std::vector<R> buf(static_cast<size_t>(scratch));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t g = 0; g < G; ++g) {
+      R* base = acc.data() + g * per_group;
+      R* dW0g = shared_w0 ? base + NN : nullptr;
+      R* sc = base + NN * (shared_w0 ? 2 : 1);
+      const Grads<R> grads{base, sc, sc + S * (S + 1), sc + S * (S + 1) + (S + 1)};
+      for (int64_t b = g * a.B / G; b < (g + 1) * a.B / G; ++b) backward_sequence_any(k, b, grads, dW0g, buf.data());
+    }
+  }
+  // Groups in group order: the sums never depend on the thread count.
+  auto reduce = [&](int64_t offset, int64_t n, R* out) {
+#pragma omp parallel for num_threads(team(a, n / 4096 + 1)) schedule(static)
+    for (int64_t e = 0; e < n; ++e) {
+      R s = 0;
+      for (int64_t g = 0; g < G; ++g) s += acc[g * per_group + offset + e];
+      out[e] = s;
+    }
+  };
+  reduce(0, NN, static_cast<R*>(dalpha));
+  if (shared_w0) reduce(NN, NN, static_cast<R*>(dW0));
+  const int64_t so = NN * (shared_w0 ? 2 : 1);
+  reduce(so, S * (S + 1), static_cast<R*>(dkappa));
+  reduce(so + S * (S + 1), S + 1, static_cast<R*>(dgamma));
+  reduce(so + S * (S + 1) + S + 1, (S + 1) * S, static_cast<R*>(dcoef));
+}
+
+}  // namespace
+
+void metods_forward_cpu(DType dt, const MetodsArgs& a, const void* v0, const void* W0, const void* alpha,
+                        const void* kappa, const void* gamma, const void* coef, const uint8_t* reset, void* vS,
+                        void* WT, void* vs, void* ps, void* ckpt) {
+  check(a);
+  if (dt == DType::Float32) {
+    forward<float>(a, v0, W0, alpha, kappa, gamma, coef, reset, vS, WT, vs, ps, ckpt);
+  } else if (dt == DType::Float64) {
+    forward<double>(a, v0, W0, alpha, kappa, gamma, coef, reset, vS, WT, vs, ps, ckpt);
+  } else {
+    throw std::invalid_argument("metakern: metods computes in float32 or float64");
+  }
+}
+
+void metods_backward_cpu(DType dt, const MetodsArgs& a, const void* gvS, const void* gWT, const void* v0,
+                         const void* W0, const void* alpha, const void* kappa, const void* gamma, const void* coef,
+                         const uint8_t* reset, const void* vs, const void* ps, const void* ckpt, void* dv0, void* dW0,
+                         void* dalpha, void* dkappa, void* dgamma, void* dcoef) {
+  check(a);
+  if (dt == DType::Float32) {
+    backward<float>(a, gvS, gWT, v0, W0, alpha, kappa, gamma, coef, reset, vs, ps, ckpt, dv0, dW0, dalpha, dkappa,
+                    dgamma, dcoef);
+  } else if (dt == DType::Float64) {
+    backward<double>(a, gvS, gWT, v0, W0, alpha, kappa, gamma, coef, reset, vs, ps, ckpt, dv0, dW0, dalpha, dkappa,
+                     dgamma, dcoef);
+  } else {
+    throw std::invalid_argument("metakern: metods computes in float32 or float64");
+  }
+}
+
+}  // namespace metakern
