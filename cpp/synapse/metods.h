@@ -10,16 +10,22 @@
 //   W_out = gamma[S] W_in + alpha * sum_{j<S} coef[S, j] v_j v_j^T
 // and the step emits v_S. Only W_in, alpha and S+1 vectors are live: no W^(s) is formed.
 //
-// Cost per step and sequence (N x N elements): forward about (S + 3) S / 2 + S + 2 multiply-adds per
-// element (S reads, one write); the backward about 3 times that, plus two recompute passes.
+// Cost per step and sequence (N x N elements): the forward makes S read passes (gamma W x plus the
+// alpha terms, 1 + (s - 1) multiply-adds per element in pass s) and one write pass (S + 1); the
+// backward makes one recompute pass, an adjoint pass for the write (2 S + 3), S - 1 inner passes
+// (1 + 2 (s - 1)) and a final pass (about 3 S + S (S - 1) / 2 + 3). Every pass adds scaled rows into
+// N-vectors ("axpy form", no per-row horizontal sums): the forward keeps W transposed, the backward
+// carries dW and dW^T, and alpha^T is kept next to alpha.
 //
 // Memory. The forward saves, per step, v_1..v_S and p_1..p_S (2 S N values) and, per sequence, the
 // input matrix W_in of every C-th step (ceil(T / C) - 1 matrices; step 0's is W0). The backward walks
-// each segment of C steps in reverse: it recomputes W_in at every ceil(sqrt(C))-th step of the
-// segment from the segment's checkpoint (the write is an elementwise update of the saved vectors, no
-// reads), then for each such sub-segment the W_in of its steps, and runs the adjoint of the step on
-// them. Scratch per worker thread: (ceil(C / C2) + C2) N x N values, C2 = ceil(sqrt(C)); nothing per
-// sequence grows with T except the saved vectors.
+// the segments of C steps in reverse, recomputes the W_in of each step of a segment from its
+// checkpoint (the write is an elementwise update of the saved vectors, no reads) and runs the adjoint
+// of the steps on them. A segment of up to 64 steps is recomputed in one go (C matrices of scratch per
+// worker thread); a longer one (a caller asking for few checkpoints, e.g. C = T) first recomputes
+// every C2-th matrix, C2 = ceil(sqrt(C)), then each sub-segment (two recompute passes per step,
+// ceil(C / C2) + C2 matrices of scratch). With C ~ N / (2 S) (the Python default) checkpoints cost
+// about what the vectors cost: O(B T S N) in all, no T N^2 term.
 //
 // Determinism: sequences form G = min(B, 64) fixed contiguous groups; each group accumulates the
 // shared gradients (alpha, kappa, gamma, coef, a broadcast W0) in sequence order, and the groups are

@@ -26,18 +26,6 @@ namespace {
 constexpr int kMaxS = 16;        // Python refuses larger S (stack arrays below)
 constexpr int64_t kGroups = 64;  // fixed reduction groups of the backward (metods.h)
 
-template <typename R> MK_ALWAYS_INLINE R dot(const R* a, const R* b, int64_t n) {
-  R acc = 0;
-  MK_SIMD_SUM(acc)
-  for (int64_t k = 0; k < n; ++k) acc += a[k] * b[k];
-  return acc;
-}
-
-template <typename R> MK_ALWAYS_INLINE void axpy(R* y, R a, const R* x, int64_t n) {
-  MK_SIMD
-  for (int64_t k = 0; k < n; ++k) y[k] += a * x[k];
-}
-
 // tanh for float, written so that loops over it vectorize: an odd Taylor polynomial (to x^11) below
 // |x| = 0.25, 1 - 2 / (exp(2|x|) + 1) above, with exp from a Cody-Waite reduction and a degree-7
 // polynomial. Error: a few float ulps (tests compare against float64). Double uses std::tanh.
@@ -78,6 +66,19 @@ template <typename R> MK_ALWAYS_INLINE R act(int kind, R p) {
   return p;
 }
 
+// h = sigma(p) over n values, with the activation chosen outside the loop so that it vectorizes.
+template <typename R> MK_ALWAYS_INLINE void apply_act(int kind, const R* p, R* h, int64_t n) {
+  if (kind == static_cast<int>(SynapseActivation::Tanh)) {
+    MK_SIMD
+    for (int64_t i = 0; i < n; ++i) h[i] = act(static_cast<int>(SynapseActivation::Tanh), p[i]);
+  } else if (kind == static_cast<int>(SynapseActivation::Relu)) {
+    MK_SIMD
+    for (int64_t i = 0; i < n; ++i) h[i] = p[i] > R(0) ? p[i] : R(0);
+  } else {
+    std::copy(p, p + n, h);
+  }
+}
+
 // sigma'(p) given h = sigma(p).
 template <typename R> MK_ALWAYS_INLINE R act_grad(int kind, R p, R h) {
   if (kind == static_cast<int>(SynapseActivation::Tanh)) return R(1) - h * h;
@@ -90,17 +91,28 @@ template <typename R> MK_ALWAYS_INLINE R act_grad(int kind, R p, R h) {
 template <typename R, int KS> struct Params {
   int64_t N;
   int S_, activation;
-  const R* alpha;  // [N, N]
-  const R* kappa;  // [S, S+1]
-  const R* gamma;  // [S+1]
-  const R* coef;   // [S+1, S]
+  const R* alpha;   // [N, N]
+  const R* alphaT;  // [N, N], alpha transposed
+  const R* kappa;   // [S, S+1]
+  const R* gamma;   // [S+1]
+  const R* coef;    // [S+1, S]
   MK_ALWAYS_INLINE int S() const { return KS > 0 ? KS : S_; }
   const R* k(int s) const { return kappa + (s - 1) * (S() + 1); }  // row of inner step s
   const R* c(int s) const { return coef + s * S(); }
 };
 
-// dst = gamma[S] src + alpha * sum_{j<S} coef[S, j] v_j v_j^T (dst may be src).
-template <typename R, int KS> MK_ALWAYS_INLINE void write_pass(const Params<R, KS>& P, const R* src, R* dst, const R* v) {
+// Every N x N pass below is written in "axpy form": row i of a matrix, scaled by a per-row number,
+// is added into an N-vector accumulator, so the vector loops run along rows with no horizontal
+// reductions (a per-row dot product would end in a chain of dependent scalar adds that costs more
+// than the row itself at N = 64). This is why the forward keeps W transposed (X = W^T: the read W x is
+// then sum_k x_k X[k, :]) and the backward carries dW and dW^T, and why alpha^T is kept next to alpha.
+// Rows go in blocks of RB = 4 so that each accumulator is loaded and stored once per block.
+constexpr int kRowBlock = 4;
+
+// dst = gamma[S] src + A * sum_{j<S} coef[S, j] v_j v_j^T (dst may be src); A is alpha for W and
+// alpha^T for X = W^T (v_j v_j^T is symmetric).
+template <typename R, int KS>
+MK_ALWAYS_INLINE void write_pass(const Params<R, KS>& P, const R* A, const R* src, R* dst, const R* v) {
   const int64_t N = P.N;
   const int S = P.S();
   const R g = P.gamma[S];
@@ -108,7 +120,7 @@ template <typename R, int KS> MK_ALWAYS_INLINE void write_pass(const Params<R, K
   R d[kMaxS];
   for (int64_t i = 0; i < N; ++i) {
     for (int j = 0; j < S; ++j) d[j] = cS[j] * v[j * N + i];
-    const R* Ai = P.alpha + i * N;
+    const R* Ai = A + i * N;
     const R* Si = src + i * N;
     R* Di = dst + i * N;
     MK_SIMD
@@ -120,48 +132,76 @@ template <typename R, int KS> MK_ALWAYS_INLINE void write_pass(const Params<R, K
   }
 }
 
-// One forward step in place on W. v: (S+1) N with v_0 filled; fills v_1..v_S and p [S N].
-// tmp: S N scratch.
-template <typename R, int KS> MK_ALWAYS_INLINE void step_forward(const Params<R, KS>& P, R* W, R* v, R* p, R* tmp) {
+// Forward read of inner step s over rows [k0, k0 + RB) of X and alpha^T:
+//   q += sum_k x_k X[k, :],   a_j += sum_k u_j,k alpha^T[k, :]   (so q = W x, a_j = alpha u_j).
+template <int RB, typename R>
+MK_ALWAYS_INLINE void read_rows(int64_t N, int64_t k0, const R* X, const R* AT, const R* x, const R* u, int nj, R* q,
+                                R* a) {
+  R xr[RB];
+  for (int r = 0; r < RB; ++r) xr[r] = x[k0 + r];
+  const R* Xk = X + k0 * N;
+  MK_SIMD
+  for (int64_t i = 0; i < N; ++i) {
+    R acc = 0;
+    for (int r = 0; r < RB; ++r) acc += xr[r] * Xk[r * N + i];
+    q[i] += acc;
+  }
+  const R* Ak = AT + k0 * N;
+  for (int j = 0; j < nj; ++j) {
+    R ur[RB];
+    for (int r = 0; r < RB; ++r) ur[r] = u[j * N + k0 + r];
+    R* aj = a + j * N;
+    MK_SIMD
+    for (int64_t i = 0; i < N; ++i) {
+      R acc = 0;
+      for (int r = 0; r < RB; ++r) acc += ur[r] * Ak[r * N + i];
+      aj[i] += acc;
+    }
+  }
+}
+
+// One forward step in place on X = W_in^T. v: (S+1) N with v_0 filled; fills v_1..v_S and p [S N].
+// tmp: (2 S + 1) N scratch.
+template <typename R, int KS>
+MK_ALWAYS_INLINE void step_forward(const Params<R, KS>& P, R* X, R* v, R* p, R* tmp) {
   const int64_t N = P.N;
   const int S = P.S();
+  R* u = tmp;           // (S-1) N: v_j * x
+  R* a = u + S * N;     // (S-1) N: alpha u_j
+  R* q = a + S * N;     // N: W x
   for (int s = 1; s <= S; ++s) {
     const R* x = v + (s - 1) * N;
     const int nj = s - 1;
     for (int j = 0; j < nj; ++j) {
-      R* u = tmp + j * N;
       const R* vj = v + j * N;
       MK_SIMD
-      for (int64_t k = 0; k < N; ++k) u[k] = vj[k] * x[k];
+      for (int64_t k = 0; k < N; ++k) u[j * N + k] = vj[k] * x[k];
     }
+    std::fill(q, q + N, R(0));
+    std::fill(a, a + nj * N, R(0));
+    int64_t k0 = 0;
+    for (; k0 + kRowBlock <= N; k0 += kRowBlock) read_rows<kRowBlock>(N, k0, X, P.alphaT, x, u, nj, q, a);
+    for (; k0 < N; ++k0) read_rows<1>(N, k0, X, P.alphaT, x, u, nj, q, a);
     const R g = P.gamma[s - 1];
     const R* cs = P.c(s - 1);
-    R* ps = p + (s - 1) * N;
-    R e[kMaxS];
-    for (int64_t i = 0; i < N; ++i) {
-      // p_i = sum_k gamma W_ik x_k + alpha_ik sum_j coef v_j,i (v_j * x)_k: one reduction per row.
-      for (int j = 0; j < nj; ++j) e[j] = cs[j] * v[j * N + i];
-      const R* Wi = W + i * N;
-      const R* Ai = P.alpha + i * N;
-      R acc = 0;
-      MK_SIMD_SUM(acc)
-      for (int64_t k = 0; k < N; ++k) {
-        R z = 0;
-        for (int j = 0; j < nj; ++j) z += e[j] * tmp[j * N + k];
-        acc += g * Wi[k] * x[k] + Ai[k] * z;
-      }
-      ps[i] = acc;
-    }
     const R* ks = P.k(s);
+    R* ps = p + (s - 1) * N;
     R* vs = v + s * N;
     MK_SIMD
     for (int64_t i = 0; i < N; ++i) {
-      R val = ks[s] * act(P.activation, ps[i]);
+      R pi = g * q[i];
+      for (int j = 0; j < nj; ++j) pi += cs[j] * v[j * N + i] * a[j * N + i];
+      ps[i] = pi;
+    }
+    apply_act(P.activation, ps, q, N);
+    MK_SIMD
+    for (int64_t i = 0; i < N; ++i) {
+      R val = ks[s] * q[i];
       for (int l = 0; l < s; ++l) val += ks[l] * v[l * N + i];
       vs[i] = val;
     }
   }
-  write_pass(P, W, W, v);
+  write_pass(P, P.alphaT, X, X, v);
 }
 
 // Shared-gradient accumulators of one group.
@@ -172,21 +212,98 @@ template <typename R> struct Grads {
   R* dcoef;   // [S+1, S]
 };
 
-// Adjoint of one step. Win: the step's input matrix; v: (S+1) N (all filled); p: S N; dvS: N (or
-// null: zero); dW: in, the gradient w.r.t. the step's W_out; out, w.r.t. its W_in. Writes dv_0 to
-// dv0 and accumulates the shared gradients into G. work: step_work(S) N scratch.
+// Phase 0 of the adjoint (the write W_out = gamma[S] W_in + alpha * sum_j coef[S, j] v_j v_j^T), rows
+// [i0, i0 + RB), with M = alpha * dW:  z_j += sum_i v_j,i M[i, :] (= M^T v_j),
+// y_j += sum_i v_j,i (alpha^T * dW^T)[i, :] (= M v_j),  g += dW * W_in (summed over rows).
+template <int RB, typename R, int KS>
+MK_ALWAYS_INLINE void write_adjoint_rows(const Params<R, KS>& P, int64_t i0, const R* Win, const R* dW, const R* dWT,
+                                         const R* v, R* y, R* z, R* g) {
+  const int64_t N = P.N;
+  const int S = P.S();
+  const R* A = P.alpha + i0 * N;
+  const R* AT = P.alphaT + i0 * N;
+  const R* D = dW + i0 * N;
+  const R* DT = dWT + i0 * N;
+  const R* Wr = Win + i0 * N;
+  MK_SIMD
+  for (int64_t k = 0; k < N; ++k) {
+    R acc = 0;
+    for (int r = 0; r < RB; ++r) acc += D[r * N + k] * Wr[r * N + k];
+    g[k] += acc;
+  }
+  for (int j = 0; j < S; ++j) {
+    R vr[RB];
+    for (int r = 0; r < RB; ++r) vr[r] = v[j * N + i0 + r];
+    R* yj = y + j * N;
+    R* zj = z + j * N;
+    MK_SIMD
+    for (int64_t k = 0; k < N; ++k) {
+      R ay = 0, az = 0;
+      for (int r = 0; r < RB; ++r) {
+        az += vr[r] * (A[r * N + k] * D[r * N + k]);
+        ay += vr[r] * (AT[r * N + k] * DT[r * N + k]);
+      }
+      yj[k] += ay;
+      zj[k] += az;
+    }
+  }
+}
+
+// Inner step s >= 2 of the adjoint, rows [i0, i0 + RB): r += sum_i dp_i W_in[i, :] (= W_in^T dp),
+// a_j += sum_i u_j,i alpha^T[i, :] (= alpha u_j), b_j += sum_i (v_j,i dp_i) alpha[i, :] (= alpha^T (v_j * dp)).
+template <int RB, typename R, int KS>
+MK_ALWAYS_INLINE void read_adjoint_rows(const Params<R, KS>& P, int64_t i0, int nj, const R* Win, const R* dp,
+                                        const R* v, const R* u, R* r, R* a, R* b) {
+  const int64_t N = P.N;
+  const R* Wr = Win + i0 * N;
+  const R* A = P.alpha + i0 * N;
+  const R* AT = P.alphaT + i0 * N;
+  R dpr[RB];
+  for (int q = 0; q < RB; ++q) dpr[q] = dp[i0 + q];
+  MK_SIMD
+  for (int64_t k = 0; k < N; ++k) {
+    R acc = 0;
+    for (int q = 0; q < RB; ++q) acc += dpr[q] * Wr[q * N + k];
+    r[k] += acc;
+  }
+  for (int j = 0; j < nj; ++j) {
+    R ur[RB], wr[RB];
+    for (int q = 0; q < RB; ++q) {
+      ur[q] = u[j * N + i0 + q];
+      wr[q] = v[j * N + i0 + q] * dpr[q];
+    }
+    R* aj = a + j * N;
+    R* bj = b + j * N;
+    MK_SIMD
+    for (int64_t k = 0; k < N; ++k) {
+      R sa = 0, sb = 0;
+      for (int q = 0; q < RB; ++q) {
+        sa += ur[q] * AT[q * N + k];
+        sb += wr[q] * A[q * N + k];
+      }
+      aj[k] += sa;
+      bj[k] += sb;
+    }
+  }
+}
+
+// Adjoint of one step. Win: the step's input matrix (W orientation); v: (S+1) N (all filled); p: S N;
+// dvS: N (or null: zero); dW, dWT: in, the gradient w.r.t. the step's W_out and its transpose; out,
+// w.r.t. its W_in. Writes dv_0 to dv0 and accumulates the shared gradients into G.
+// work: step_work(S) N scratch.
 template <typename R, int KS>
 MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const R* v, const R* p, const R* dvS, R* dW,
-                                    R* dv0, const Grads<R>& G, R* work) {
+                                    R* dWT, R* dv0, const Grads<R>& G, R* work) {
   const int64_t N = P.N;
   const int S = P.S();
   const int npairs = S * (S - 1) / 2;
   R* dv = work;              // (S+1) N
   R* dp = dv + (S + 1) * N;  // S N
-  R* y = dp + S * N;         // S N: (alpha * dW) v_j, then a_j
-  R* z = y + S * N;          // S N: (alpha * dW)^T v_j, then b_j
+  R* y = dp + S * N;         // S N: M v_j, then a_j
+  R* z = y + S * N;          // S N: M^T v_j, then b_j
   R* u = z + S * N;          // npairs N: v_j * v_{s-1} for s = 2..S, j < s - 1
   R* r = u + npairs * N;     // N
+  R* g = r + N;              // N
   std::fill(dv, dv + (S + 1) * N, R(0));
   if (dvS) std::copy(dvS, dvS + N, dv + S * N);
   auto pair_index = [](int s, int j) { return (s - 1) * (s - 2) / 2 + j; };
@@ -200,50 +317,16 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     }
   }
 
-  // The write W_out = gamma[S] W_in + alpha * sum_j coef[S, j] v_j v_j^T, with M = alpha * dW:
-  // y_j = M v_j (row reductions), z_j = M^T v_j (row axpys), dgamma[S] = <dW, W_in>, in one pass.
   const R* cS = P.c(S);
   {
+    std::fill(y, y + S * N, R(0));
     std::fill(z, z + S * N, R(0));
+    std::fill(g, g + N, R(0));
+    int64_t i0 = 0;
+    for (; i0 + kRowBlock <= N; i0 += kRowBlock) write_adjoint_rows<kRowBlock>(P, i0, Win, dW, dWT, v, y, z, g);
+    for (; i0 < N; ++i0) write_adjoint_rows<1>(P, i0, Win, dW, dWT, v, y, z, g);
     R dg = 0;
-    for (int64_t i = 0; i < N; ++i) {
-      const R* Ai = P.alpha + i * N;
-      const R* dWi = dW + i * N;
-      const R* Wi = Win + i * N;
-      R vi[kMaxS], yi[kMaxS];
-      for (int j = 0; j < S; ++j) {
-        vi[j] = v[j * N + i];
-        yi[j] = 0;
-      }
-      R acc = 0;
-      if constexpr (KS > 0) {
-        MK_PRAGMA(omp simd reduction(+ : acc, yi[:KS]))
-        for (int64_t k = 0; k < N; ++k) {
-          const R m = Ai[k] * dWi[k];
-          acc += dWi[k] * Wi[k];
-          for (int j = 0; j < KS; ++j) {
-            yi[j] += m * v[j * N + k];
-            z[j * N + k] += m * vi[j];
-          }
-        }
-      } else {
-        for (int64_t k = 0; k < N; ++k) acc += dWi[k] * Wi[k];
-        for (int j = 0; j < S; ++j) {
-          R yj = 0;
-          R* zj = z + j * N;
-          const R* vj = v + j * N;
-          MK_SIMD_SUM(yj)
-          for (int64_t k = 0; k < N; ++k) {
-            const R m = Ai[k] * dWi[k];
-            yj += m * vj[k];
-            zj[k] += m * vi[j];
-          }
-          yi[j] = yj;
-        }
-      }
-      dg += acc;
-      for (int j = 0; j < S; ++j) y[j * N + i] = yi[j];
-    }
+    for (int64_t k = 0; k < N; ++k) dg += g[k];
     G.dgamma[S] += dg;
     for (int j = 0; j < S; ++j) {
       const R* vj = v + j * N;
@@ -260,7 +343,7 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     }
   }
 
-  // The inner steps, last first. Step s = 1 has no alpha term: its pass (r = W_in^T dp_1) is fused
+  // The inner steps, last first. Step s = 1 has no alpha term: its read (r = W_in^T dp_1) is fused
   // into the final pass below.
   for (int s = S; s >= 1; --s) {
     const R* ks = P.k(s);
@@ -268,12 +351,12 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     const R* dvs = dv + s * N;
     const R* ps = p + (s - 1) * N;
     R* dps = dp + (s - 1) * N;
+    apply_act(P.activation, ps, g, N);
     R acc = 0;
     MK_SIMD_SUM(acc)
     for (int64_t i = 0; i < N; ++i) {
-      const R h = act(P.activation, ps[i]);
-      acc += dvs[i] * h;
-      dps[i] = ks[s] * dvs[i] * act_grad(P.activation, ps[i], h);
+      acc += dvs[i] * g[i];
+      dps[i] = ks[s] * dvs[i] * act_grad(P.activation, ps[i], g[i]);
     }
     dks[s] += acc;
     for (int l = 0; l < s; ++l) {
@@ -288,38 +371,16 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
       dks[l] += dk;
     }
     if (s == 1) break;
-    // p_s = gamma[s-1] W_in x + sum_{j<s-1} coef[s-1, j] v_j * (alpha (v_j * x)), x = v_{s-1}:
-    // r = W_in^T dp (axpys), a_j = alpha (v_j * x) (reductions), b_j = alpha^T (v_j * dp) (axpys).
+    // p_s = gamma[s-1] W_in x + sum_{j<s-1} coef[s-1, j] v_j * (alpha (v_j * x)), x = v_{s-1}.
     const int nj = s - 1;
     const R* x = v + (s - 1) * N;
-    std::fill(r, r + N, R(0));
-    std::fill(z, z + nj * N, R(0));
     const R* us = u + pair_index(s, 0) * N;
-    for (int64_t i = 0; i < N; ++i) {
-      const R* Wi = Win + i * N;
-      const R* Ai = P.alpha + i * N;
-      const R dpi = dps[i];
-      R w[kMaxS], ai[kMaxS];
-      for (int j = 0; j < kMaxS; ++j) ai[j] = 0;
-      for (int j = 0; j < nj; ++j) w[j] = v[j * N + i] * dpi;
-      if constexpr (KS > 0) {
-        MK_PRAGMA(omp simd reduction(+ : ai[:KS]))
-        for (int64_t k = 0; k < N; ++k) {
-          r[k] += dpi * Wi[k];
-          for (int j = 0; j < nj; ++j) {
-            ai[j] += Ai[k] * us[j * N + k];
-            z[j * N + k] += w[j] * Ai[k];
-          }
-        }
-      } else {
-        axpy(r, dpi, Wi, N);
-        for (int j = 0; j < nj; ++j) {
-          ai[j] = dot(Ai, us + j * N, N);
-          axpy(z + j * N, w[j], Ai, N);
-        }
-      }
-      for (int j = 0; j < nj; ++j) y[j * N + i] = ai[j];
-    }
+    std::fill(r, r + N, R(0));
+    std::fill(y, y + nj * N, R(0));
+    std::fill(z, z + nj * N, R(0));
+    int64_t i0 = 0;
+    for (; i0 + kRowBlock <= N; i0 += kRowBlock) read_adjoint_rows<kRowBlock>(P, i0, nj, Win, dps, v, us, r, y, z);
+    for (; i0 < N; ++i0) read_adjoint_rows<1>(P, i0, nj, Win, dps, v, us, r, y, z);
     const R gs = P.gamma[s - 1];
     R* dx = dv + (s - 1) * N;
     R dgs = 0;
@@ -347,16 +408,20 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     }
   }
 
-  // One pass for the rest:
-  //   dalpha += dW * sum_j coef[S, j] v_j v_j^T + sum_{s, j<s-1} coef[s-1, j] (v_j * dp_s)(v_j * v_{s-1})^T
-  //   r       = W_in^T dp_1                     (step s = 1's read; dv_0 += r)
-  //   dW_in   = gamma[S] dW + sum_s gamma[s-1] dp_s v_{s-1}^T
+  // One pass for the rest, row i:
+  //   r        += dp_1,i W_in[i, :]                    (step s = 1's read; dv_0 += r)
+  //   dalpha_i += dW_i * sum_j coef[S, j] v_j,i v_j + sum_{s, j<s-1} coef[s-1, j] v_j,i dp_s,i (v_j * v_{s-1})
+  //   dW_i      = gamma[S] dW_i + sum_s gamma[s-1] dp_s,i v_{s-1}
+  //   dW^T_i    = gamma[S] dW^T_i + sum_s gamma[s-1] v_{s-1},i dp_s
   const R gS = P.gamma[S];
   std::fill(r, r + N, R(0));
   for (int64_t i = 0; i < N; ++i) {
-    R e[kMaxS], h[kMaxS], f[kMaxS * (kMaxS - 1) / 2];
+    R e[kMaxS], h[kMaxS], ht[kMaxS], f[kMaxS * (kMaxS - 1) / 2];
     for (int j = 0; j < S; ++j) e[j] = cS[j] * v[j * N + i];
-    for (int s = 1; s <= S; ++s) h[s - 1] = P.gamma[s - 1] * dp[(s - 1) * N + i];
+    for (int s = 1; s <= S; ++s) {
+      h[s - 1] = P.gamma[s - 1] * dp[(s - 1) * N + i];
+      ht[s - 1] = P.gamma[s - 1] * v[(s - 1) * N + i];
+    }
     for (int s = 2; s <= S; ++s) {
       const R* cs = P.c(s - 1);
       for (int j = 0; j < s - 1; ++j) f[pair_index(s, j)] = cs[j] * v[j * N + i] * dp[(s - 1) * N + i];
@@ -365,24 +430,43 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     const R* Wi = Win + i * N;
     R* dAi = G.dalpha + i * N;
     R* dWi = dW + i * N;
+    R* dWTi = dWT + i * N;
     MK_SIMD
     for (int64_t k = 0; k < N; ++k) {
-      R zc = 0, zp = 0, zw = 0;
+      R zc = 0, zp = 0, zw = 0, zt = 0;
       for (int j = 0; j < S; ++j) zc += e[j] * v[j * N + k];
       for (int q = 0; q < npairs; ++q) zp += f[q] * u[q * N + k];
-      for (int s = 0; s < S; ++s) zw += h[s] * v[s * N + k];
+      for (int s = 0; s < S; ++s) {
+        zw += h[s] * v[s * N + k];
+        zt += ht[s] * dp[s * N + k];
+      }
       r[k] += dp1 * Wi[k];
       dAi[k] += dWi[k] * zc + zp;
       dWi[k] = gS * dWi[k] + zw;
+      dWTi[k] = gS * dWTi[k] + zt;
     }
   }
-  MK_SIMD
-  for (int64_t k = 0; k < N; ++k) dv0[k] = dv[k] + r[k];  // gamma[0] = 1
+  const R g0 = P.gamma[0];
+  R dg0 = 0;
+  MK_SIMD_SUM(dg0)
+  for (int64_t k = 0; k < N; ++k) {
+    dg0 += r[k] * v[k];
+    dv0[k] = dv[k] + g0 * r[k];
+  }
+  G.dgamma[0] += dg0;
+}
+
+int64_t step_work(int S) { return 4 * S + 3 + S * (S - 1) / 2; }  // vectors of N in step_backward
+
+template <typename R> MK_ALWAYS_INLINE void transpose(const R* src, R* dst, int64_t N) {
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t k = 0; k < N; ++k) dst[k * N + i] = src[i * N + k];
 }
 
 template <typename R> struct Call {
   const MetodsArgs& a;
   const R* alpha;
+  const R* alphaT;
   const R* kappa;
   const R* gamma;
   const R* coef;
@@ -390,33 +474,33 @@ template <typename R> struct Call {
   const R* W0;
   const uint8_t* reset;
   template <int KS> Params<R, KS> params() const {
-    return Params<R, KS>{a.N, a.S, a.activation, alpha, kappa, gamma, coef};
+    return Params<R, KS>{a.N, a.S, a.activation, alpha, alphaT, kappa, gamma, coef};
   }
   const R* w0(int64_t b) const { return W0 + (a.w0_batched ? b * a.N * a.N : 0); }
   bool resets(int64_t b, int64_t t) const { return t > 0 && reset && reset[b * a.T + t]; }
 };
 
-// Forward over sequence b. V: (S+1) N, Pv: S N, tmp: S N scratch.
+// Forward over sequence b. V: (S+1) N, Pv: S N, tmp: (2 S + 1) N, X: N^2 scratch.
 template <typename R, int KS>
 MK_ALWAYS_INLINE void forward_sequence(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V,
-                                       R* Pv, R* tmp) {
+                                       R* Pv, R* tmp, R* X) {
   const Params<R, KS> P = c.template params<KS>();
   const int64_t N = P.N, T = c.a.T, NN = N * N, C = c.a.checkpoint_every;
   const int S = P.S();
-  R* W = WT + b * NN;
-  std::copy(c.w0(b), c.w0(b) + NN, W);
+  transpose(c.w0(b), X, N);
   for (int64_t t = 0; t < T; ++t) {
-    if (c.resets(b, t)) std::copy(c.w0(b), c.w0(b) + NN, W);
-    if (vs && t > 0 && t % C == 0) std::copy(W, W + NN, ckpt + (b * ((T + C - 1) / C - 1) + t / C - 1) * NN);
+    if (c.resets(b, t)) transpose(c.w0(b), X, N);
+    if (vs && t > 0 && t % C == 0) transpose(X, ckpt + (b * ((T + C - 1) / C - 1) + t / C - 1) * NN, N);
     const int64_t bt = b * T + t;
     std::copy(c.v0 + bt * N, c.v0 + (bt + 1) * N, V);
-    step_forward(P, W, V, Pv, tmp);
+    step_forward(P, X, V, Pv, tmp);
     std::copy(V + S * N, V + (S + 1) * N, vS + bt * N);
     if (vs) {
       std::copy(V + N, V + (S + 1) * N, vs + bt * S * N);
       std::copy(Pv, Pv + S * N, ps + bt * S * N);
     }
   }
+  transpose(X, WT + b * NN, N);
 }
 
 template <typename R> struct BackwardCall {
@@ -438,12 +522,18 @@ template <typename R> MK_ALWAYS_INLINE void load_vectors(const BackwardCall<R>& 
   std::copy(k.vs + bt * S * N, k.vs + (bt + 1) * S * N, V + N);
 }
 
-int64_t step_work(int S) { return 4 * S + 2 + S * (S - 1) / 2; }  // vectors of N in step_backward
 
-int64_t sub_stride(int64_t C) { return static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(C)))); }
+// Sub-checkpoint stride inside a segment of C steps: a segment of up to kSingleLevel steps is
+// recomputed in one go (one write pass per step, C matrices of scratch); a longer one (a user asking
+// for few checkpoints) first recomputes every C2-th matrix, then each sub-segment (two passes per
+// step, ceil(C / C2) + C2 matrices).
+constexpr int64_t kSingleLevel = 64;
+int64_t sub_stride(int64_t C) {
+  return C <= kSingleLevel ? C : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(C))));
+}
 
 // Backward over sequence b, accumulating shared gradients into G (and dW0 of a shared W0 into dW0g).
-// scratch: (ceil(C / C2) + C2 + 1) N^2 + (S+1) N + step_work(S) N.
+// scratch: (ceil(C / C2) + C2 + 2) N^2 + (S+1) N + step_work(S) N.
 template <typename R, int KS>
 MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g, R* scratch) {
   const Call<R>& c = k.c;
@@ -456,12 +546,15 @@ MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, con
   R* sub = scratch;
   R* seg = sub + nsub_max * NN;
   R* dW = seg + C2 * NN;
-  R* V = dW + NN;
+  R* dWT = dW + NN;
+  R* V = dWT + NN;
   R* work = V + (S + 1) * N;
   if (k.gWT) {
     std::copy(k.gWT + b * NN, k.gWT + (b + 1) * NN, dW);
+    transpose(dW, dWT, N);
   } else {
     std::fill(dW, dW + NN, R(0));
+    std::fill(dWT, dWT + NN, R(0));
   }
   R* dW0b = k.dW0 ? k.dW0 + b * NN : dW0g;
   if (k.dW0) std::fill(dW0b, dW0b + NN, R(0));
@@ -472,7 +565,7 @@ MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, con
       return;
     }
     load_vectors(k, b, t, V);
-    write_pass(P, src, dst, V);
+    write_pass(P, P.alpha, src, dst, V);
   };
   for (int64_t seg_i = K - 1; seg_i >= 0; --seg_i) {
     const int64_t t0 = seg_i * C, t1 = std::min(T, t0 + C);
@@ -492,10 +585,11 @@ MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, con
         load_vectors(k, b, t, V);
         const int64_t bt = b * T + t;
         step_backward(P, seg + (t - ta) * NN, V, k.ps + bt * S * N, k.gvS ? k.gvS + bt * N : nullptr, dW,
-                      k.dv0 + bt * N, G, work);
+                      dWT, k.dv0 + bt * N, G, work);
         if (t == 0 || c.resets(b, t)) {
           for (int64_t e = 0; e < NN; ++e) dW0b[e] += dW[e];
           std::fill(dW, dW + NN, R(0));
+          std::fill(dWT, dWT + NN, R(0));
         }
       }
     }
@@ -516,7 +610,7 @@ MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, con
 
 #define MK_SEQUENCE_FUNCTIONS(R, SUFFIX)                                                                            \
   MK_CLONES void forward_sequence_##SUFFIX(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, \
-                                           R* Pv, R* tmp) {                                                         \
+                                           R* Pv, R* tmp, R* X) {                                                   \
     using Real = R;                                                                                                 \
     MK_SWITCH_S(c.a.S, MK_FWD_CALL)                                                                                 \
   }                                                                                                                 \
@@ -526,13 +620,13 @@ MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, con
     MK_SWITCH_S(k.c.a.S, MK_BWD_CALL)                                                                               \
   }                                                                                                                 \
   void forward_sequence_any(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, R* Pv,          \
-                            R* tmp) {                                                                               \
-    forward_sequence_##SUFFIX(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp);                                              \
+                            R* tmp, R* X) {                                                                         \
+    forward_sequence_##SUFFIX(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp, X);                                           \
   }                                                                                                                 \
   void backward_sequence_any(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g, R* scratch) {        \
     backward_sequence_##SUFFIX(k, b, G, dW0g, scratch);                                                             \
   }
-#define MK_FWD_CALL(KS) forward_sequence<Real, KS>(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp)
+#define MK_FWD_CALL(KS) forward_sequence<Real, KS>(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp, X)
 #define MK_BWD_CALL(KS) backward_sequence<Real, KS>(k, b, G, dW0g, scratch)
 MK_SEQUENCE_FUNCTIONS(float, f32)
 MK_SEQUENCE_FUNCTIONS(double, f64)
@@ -553,29 +647,41 @@ void check(const MetodsArgs& a) {
   }
 }
 
+// alphaT: storage for alpha transposed (filled here).
 template <typename R>
 Call<R> make_call(const MetodsArgs& a, const void* v0, const void* W0, const void* alpha, const void* kappa,
-                  const void* gamma, const void* coef, const uint8_t* reset) {
-  return Call<R>{a, static_cast<const R*>(alpha), static_cast<const R*>(kappa), static_cast<const R*>(gamma),
-                 static_cast<const R*>(coef), static_cast<const R*>(v0), static_cast<const R*>(W0), reset};
+                  const void* gamma, const void* coef, const uint8_t* reset, std::vector<R>& alphaT) {
+  alphaT.resize(static_cast<size_t>(a.N * a.N));
+  transpose(static_cast<const R*>(alpha), alphaT.data(), a.N);
+  return Call<R>{a,
+                 static_cast<const R*>(alpha),
+                 alphaT.data(),
+                 static_cast<const R*>(kappa),
+                 static_cast<const R*>(gamma),
+                 static_cast<const R*>(coef),
+                 static_cast<const R*>(v0),
+                 static_cast<const R*>(W0),
+                 reset};
 }
 
 template <typename R>
 void forward(const MetodsArgs& a, const void* v0, const void* W0, const void* alpha, const void* kappa,
              const void* gamma, const void* coef, const uint8_t* reset, void* vS, void* WT, void* vs, void* ps,
              void* ckpt) {
-  const Call<R> c = make_call<R>(a, v0, W0, alpha, kappa, gamma, coef, reset);
+  std::vector<R> alphaT;
+  const Call<R> c = make_call<R>(a, v0, W0, alpha, kappa, gamma, coef, reset, alphaT);
   const int64_t N = a.N, S = a.S;
 #pragma omp parallel num_threads(team(a, a.B))
   {
-    std::vector<R> buf(static_cast<size_t>((3 * S + 1) * N));
+    std::vector<R> buf(static_cast<size_t>((4 * S + 2) * N + N * N));
     R* V = buf.data();
     R* Pv = V + (S + 1) * N;
     R* tmp = Pv + S * N;
+    R* X = tmp + (2 * S + 1) * N;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < a.B; ++b) {
       forward_sequence_any(c, b, static_cast<R*>(vS), static_cast<R*>(WT), static_cast<R*>(vs),
-                           static_cast<R*>(ps), static_cast<R*>(ckpt), V, Pv, tmp);
+                           static_cast<R*>(ps), static_cast<R*>(ckpt), V, Pv, tmp, X);
     }
   }
 }
@@ -585,7 +691,8 @@ void backward(const MetodsArgs& a, const void* gvS, const void* gWT, const void*
               const void* kappa, const void* gamma, const void* coef, const uint8_t* reset, const void* vs,
               const void* ps, const void* ckpt, void* dv0, void* dW0, void* dalpha, void* dkappa, void* dgamma,
               void* dcoef) {
-  const Call<R> c = make_call<R>(a, v0, W0, alpha, kappa, gamma, coef, reset);
+  std::vector<R> alphaT;
+  const Call<R> c = make_call<R>(a, v0, W0, alpha, kappa, gamma, coef, reset, alphaT);
   const BackwardCall<R> k{c,
                           static_cast<const R*>(gvS),
                           static_cast<const R*>(gWT),
@@ -601,7 +708,7 @@ void backward(const MetodsArgs& a, const void* gvS, const void* gWT, const void*
   const int64_t per_group = NN * (shared_w0 ? 2 : 1) + ns;
   std::vector<R> acc(static_cast<size_t>(G * per_group), R(0));
   const int64_t C2 = sub_stride(C);
-  const int64_t scratch = ((C + C2 - 1) / C2 + C2 + 1) * NN + (S + 1) * N + step_work(a.S) * N;
+  const int64_t scratch = ((C + C2 - 1) / C2 + C2 + 2) * NN + (S + 1) * N + step_work(a.S) * N;
 #pragma omp parallel num_threads(team(a, G))
   {
     std::vector<R> buf(static_cast<size_t>(scratch));

@@ -7,11 +7,12 @@ over whole sequences (the math: ``synapse_reference``) without storing any per-s
   coef_{s,j} v_j v_j^T (``synapse_coefficients``, differentiable torch on S x S numbers), so a step
   keeps only W, alpha and S + 1 vectors live;
 * the forward saves the S read pre-activations and S inner vectors per step (2 S N values) and the
-  matrix of every ``checkpoint_every``-th step (none by default);
-* the backward recomputes W from the checkpoints, segment by segment with a nested sqrt split, and
-  runs the step's adjoint in reverse. Memory: B*N*N*ceil(T/C) for the checkpoints, 2*B*T*S*N for
-  the vectors, and (ceil(C/C2) + C2)*N*N per worker (C2 = ceil(sqrt(C))): flat in T apart from
-  the vectors at the default C = T.
+  matrix of every ``checkpoint_every``-th step (C; default ceil(N / (2 S)), so that checkpoints
+  cost about what the vectors cost);
+* the backward recomputes W from the checkpoints segment by segment (a segment longer than 64
+  steps with a nested sqrt split) and runs the step's adjoint in reverse. Memory: B*N*N*ceil(T/C)
+  for the checkpoints, 2*B*T*S*N for the vectors, and about C*N*N per worker (2*sqrt(C)*N*N for
+  C > 64): O(B*T*S*N) in all, no T*N*N term; C = T keeps only W0.
 
 Gradients flow to v0, W0, alpha, kappa and beta (through gamma and coef). The reductions over
 batch and time (alpha, kappa, beta, a shared W0) are deterministic. The backward op is once
@@ -88,8 +89,7 @@ def check_synapse_args(
         _validate.same_device(name, t, "v0", v0)
         if t.dtype != cd:
             raise TypeError(
-                f"{name}: expected dtype {cd} (synaptic state and parameters are {cd} for {v0.dtype} v0), "
-                f"got {t.dtype}"
+                f"{name}: expected dtype {cd} (synaptic state and parameters are {cd} for {v0.dtype} v0), got {t.dtype}"
             )
     expected_w0 = (B, N, N) if W0.dim() == 3 else (N, N)
     _validate.shape("W0", W0, expected_w0, "[B, N, N] or [N, N] with B, N of v0")
@@ -190,7 +190,7 @@ def metods_closed_form_backward(gvS, gWT, v0, W0, alpha, kappa, gamma, coef, res
     for t in range(T):
         if reset is not None and t > 0:
             W = torch.where(reset[:, t].reshape(B, 1, 1), W0b, W)
-        vS_, W_next, p = metods_closed_form(v0[:, t : t + 1], W, alpha, kappa, gamma, coef, None, activation)
+        _, W_next, p = metods_closed_form(v0[:, t : t + 1], W, alpha, kappa, gamma, coef, None, activation)
         win.append(W)
         pres.append(p[:, 0])
         vs = [v0[:, t]]
@@ -230,8 +230,7 @@ def metods_closed_form_backward(gvS, gWT, v0, W0, alpha, kappa, gamma, coef, res
             dp = kappa[s - 1, s] * dv[s] * _activation_grad(activation, p[:, s - 1], h)
             x = v[s - 1]
             r = torch.bmm(Win.transpose(1, 2), dp.unsqueeze(-1)).squeeze(-1)
-            if s >= 2:
-                dgamma[s - 1] += (r * x).sum()
+            dgamma[s - 1] += (r * x).sum()
             dv[s - 1] = dv[s - 1] + gamma[s - 1] * r
             dWin = dWin + gamma[s - 1] * dp.unsqueeze(-1) * x.unsqueeze(-2)
             for j in range(s - 1):
@@ -424,7 +423,7 @@ _metods_backward_op.register_autograd(_backward_twice, setup_context=_no_context
 
 
 def _setup(ctx, inputs, output):
-    v0, W0, alpha, kappa, gamma, coef, reset, activation, checkpoint_every, save = inputs
+    v0, W0, alpha, kappa, gamma, coef, reset, activation, checkpoint_every, _ = inputs
     _, _, vs, ps, ckpt = output
     ctx.save_for_backward(v0, W0, alpha, kappa, gamma, coef, reset, vs, ps, ckpt)
     ctx.activation = activation
@@ -476,8 +475,9 @@ def metods_synapse(
             (columns l > s are unused and get zero gradient).
         reset: [B, T] flags; where set, W returns to W0 before step t (episode or trial starts).
         activation: "tanh" (default), "relu" or "identity".
-        checkpoint_every: save W every C steps for the backward (default: T, i.e. only W0;
-            smaller C trades B*N*N*T/C memory for less recomputation).
+        checkpoint_every: save W every C steps for the backward. Default ceil(N / (2 S)): the
+            checkpoints then cost about as much as the saved vectors. ``T`` keeps only W0 (the least
+            memory; the backward then recomputes twice per step).
 
     Returns:
         (v_S [B, T, N] in v0's dtype, W_T [B, N, N] in the compute dtype).
@@ -486,7 +486,8 @@ def metods_synapse(
     cd = compute_dtype(v0.dtype)
     x = v0 if v0.dtype == cd else v0.to(cd)
     T = v0.shape[1]
-    C = T if checkpoint_every is None else min(checkpoint_every, T)
+    C = default_checkpoint_every(v0.shape[2], kappa.shape[0], T) if checkpoint_every is None else checkpoint_every
+    C = min(C, T)
     flags = _reset_flags(reset)
     gamma, coef = synapse_coefficients(beta)
     save = _wants_grad(v0, W0, alpha, kappa, beta)
@@ -515,16 +516,19 @@ def metods_step(
     return vS.squeeze(1), WT
 
 
-def default_checkpoint_every(T: int) -> int:
-    """The default C (T: checkpoints only at W0). Exposed for the benchmarks' memory model."""
-    return T
+def default_checkpoint_every(N: int, S: int, T: int) -> int:
+    """The default C = ceil(N / (2 S)) (at most T): one N x N checkpoint per C steps then costs about
+    what the 2 S N saved vectors of those C steps cost, so the memory is O(B*T*S*N) with no T*N*N
+    term, and the backward recomputes each step's matrix once (segments of C <= 64 steps are
+    recomputed in one pass)."""
+    return max(1, min(T, -(-N // (2 * S))))
 
 
 def memory_model_bytes(B: int, T: int, N: int, S: int, C: int | None = None, itemsize: int = 4, threads: int = 1):
     """Bytes the fused op keeps for the backward (saved vectors + checkpoints) plus the backward's
     per-worker scratch, as described in the module docstring."""
-    C = T if C is None else min(C, T)
-    C2 = math.ceil(math.sqrt(C))
+    C = default_checkpoint_every(N, S, T) if C is None else min(C, T)
+    C2 = C if C <= 64 else math.ceil(math.sqrt(C))
     saved = 2 * B * T * S * N + B * num_checkpoints(T, C) * N * N
     scratch = threads * (-(-C // C2) + C2 + 1) * N * N
     return (saved + scratch) * itemsize
