@@ -635,7 +635,11 @@ MK_SEQUENCE_FUNCTIONS(double, f64)
 #undef MK_SEQUENCE_FUNCTIONS
 #undef MK_SWITCH_S
 
+// Threads for a call: one below ~2^18 multiply-adds (a thread team's start and barrier cost more than
+// it saves, and collapse when another process holds a core: the acting step at small B).
+constexpr int64_t kSerialBelow = 1 << 18;
 int team(const MetodsArgs& a, int64_t units) {
+  if (a.B * a.T * a.N * a.N * a.S < kSerialBelow) return 1;
   const int nt = a.num_threads > 0 ? a.num_threads : omp_get_max_threads();
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, units)));
 }

@@ -188,7 +188,7 @@ def run_bench(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     records = []
     for device in devices:
-        records += runner.run(harness.all_cases(device, dtype))
+        records += runner.run(harness.all_cases(device, dtype, harness.opted_in(args.only)))
     elapsed = time.perf_counter() - start
     for name, err in harness.family_import_errors().items():
         runner.notes.append(f"family module {name} not loaded: {err}")
@@ -267,7 +267,7 @@ def run_profile(args: argparse.Namespace) -> int:
     if args.steps < 1:
         print("metakern profile: --steps must be >= 1", file=sys.stderr)
         return 2
-    cases = harness.all_cases(device, _DTYPES[args.dtype])
+    cases = harness.all_cases(device, _DTYPES[args.dtype], harness.opted_in([args.case]))
     case, found = find_case(cases, args.case)
     if case is None:
         what = "matches several cases" if found else "matches no case"

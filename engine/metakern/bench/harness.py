@@ -92,6 +92,7 @@ class Case:
     impls: list[Impl] = field(default_factory=list)
     note: str = ""
     baseline: str = BASELINE  # the implementation ``speedup`` compares with
+    flops: int | None = None  # floating-point operations of the work per call (a model), if known
 
     @property
     def id(self) -> str:
@@ -148,11 +149,25 @@ def family_import_errors() -> dict[str, str]:
     return dict(_import_errors)
 
 
-def all_cases(device: torch.device | str, dtype: torch.dtype) -> list[Case]:
-    """Every registered case for ``device`` and ``dtype``, family by family."""
+# Families left out of a run unless a selection names them (``metakern bench --only synapse-scaling``):
+# sweeps that take minutes.
+OPT_IN = ("synapse-scaling",)
+
+
+def opted_in(patterns: Iterable[str] | None) -> list[str]:
+    """The opt-in families that one of ``patterns`` (``--only`` selections) names."""
+    return [f for f in OPT_IN if any(f in p for p in patterns or ())]
+
+
+def all_cases(device: torch.device | str, dtype: torch.dtype, opt_in: Iterable[str] = ()) -> list[Case]:
+    """Every registered case for ``device`` and ``dtype``, family by family; the families of
+    ``OPT_IN`` only when listed in ``opt_in``."""
     device = torch.device(device)
+    opt_in = set(opt_in)
     out: list[Case] = []
-    for fn in families().values():
+    for name, fn in families().items():
+        if name in OPT_IN and name not in opt_in:
+            continue
         out.extend(fn(device, dtype))
     return out
 
@@ -537,6 +552,10 @@ class Runner:
                     "meta": self.meta or {},
                 }
             )
+            if case.flops and impl is not None and impl.kind == "backend":
+                # The count models the fused algorithm: a peer doing other work gets none.
+                records[-1]["flops"] = case.flops
+                records[-1]["flops_per_s"] = case.flops / timing.median_s
         return records
 
     def run(self, cases: Iterable[Case]) -> list[dict[str, Any]]:

@@ -18,10 +18,10 @@ Rows: the metakern backends of the device (``cpp`` on CPU, ``triton`` on CUDA) a
 Family ``synapse-scaling`` (opt-in; not in the default run): ``metods_synapse.fwd+bwd`` over
 N in {16, 32, 64, 128, 256} x S in {1, 2, 4} x T in {200, 1000, 5000} at B=16 (``SCALING_B``: at
 B=16 the naive loop fits in memory at more sizes, and the largest fused size, N=256, S=4, T=5000,
-is 0.8 TFLOP per call: about 15 s on 2 cores at 50 GFLOP/s), rows: the compiled backend and ``naive-autograd``. Run it
-with ``python -m metakern.bench.synapse --scaling`` (one timed call per big size, then the
-markdown table of ``scaling_table``), or through ``metakern bench --only synapse-scaling`` once
-opted in (``METAKERN_BENCH_SYNAPSE_SCALING=1``, or a harness with ``OPT_IN``).
+is 0.7 TFLOP per call, about 15 s on 2 cores at 50 GFLOP/s); rows: the compiled backend and
+``naive-autograd``. Run it with ``python -m metakern.bench.synapse --scaling`` (``SCALING_SETTINGS``:
+one timed call per big size; then the markdown table of ``scaling_table``), or through
+``metakern bench --only synapse-scaling`` (an opt-in family: ``harness.OPT_IN``).
 
 Autograd saves 3S N x N matrices per step and sequence of the naive loop (W^(s), v v^T and
 alpha * v v^T of every inner step; counted with ``saved_tensors_hooks``), B*T*3S*N*N values in all
@@ -30,24 +30,22 @@ alpha * v v^T of every inner step; counted with ``saved_tensors_hooks``), B*T*3S
 overrides) the ``naive-autograd`` row is skipped with the reason (``Impl.unavailable``: the run's
 notes and the scaling table say so).
 
-FLOP model (``flops``, a model of the algorithm of ``cpp/synapse/metods.h``, not a count of
-executed instructions): per step and sequence, counting only the N x N element work (the O(S^2 N)
-vector work is below 1/N of it) in multiply-adds (2 FLOP each; a lone multiply counts as one
-multiply-add):
+FLOP model (``flops``): the per-pass multiply-add counts that ``cpp/synapse/metods.h`` states for
+the algorithm (a model, not a count of executed instructions; 2 FLOP per multiply-add), per step
+and sequence and per N x N element, the O(S^2 N) vector work left out (under 1/N of it):
 
-* forward: the read of inner step s is ``gamma W_in v_{s-1}`` (1) plus ``alpha z`` with
-  z = sum_{j<s-1} coef v_j (v_j * v_{s-1}) formed per element (s - 1, then 1): s + 1; the write
-  is S + 2 (z over S vectors, then ``gamma W + alpha z``): ``F(S) = S (S + 3) / 2 + S + 2``
-  (S=2: 9 multiply-adds per element, 18 N^2 FLOP per step);
-* backward: the write's adjoint (alpha * dW, <dW, W_in>, M v_j and M^T v_j: 2S + 2), the reads'
-  adjoints for s = 2..S (W_in^T dp and two alpha products per pair: 2s - 1 each, S^2 - 1 in all),
-  the final pass (dalpha, dW_in, W_in^T dp_1: 2S + S (S - 1) / 2 + 3) and two recomputations of
-  W_in from the checkpoints (2 (S + 2)): ``G(S) = (3 S^2 + 11 S + 16) / 2`` (S=2: 25; about 2.8x
-  the forward, 1.9x without the recomputation).
+* forward: S read passes (``gamma W_in v_{s-1}`` plus the alpha terms: s in pass s) and one write
+  pass (S + 1): ``F(S) = S (S + 1) / 2 + S + 1`` (S=2: 6);
+* backward: R recompute passes of the write (S + 1 each; R = 1 when the checkpoint interval C is at
+  most 64 steps, as the op's default ``ceil(N / (2 S))`` is for N <= 128 S; R = 2 for longer
+  segments), the write's adjoint (2 S + 3), S - 1 inner passes (2 s - 1 in pass s: S^2 - 1 in all)
+  and a final pass (3 S + S (S - 1) / 2 + 3): ``G(S) = (3 S^2 + 9 S + 10) / 2 + R (S + 1)``
+  (S=2, R=1: 23, about 3.8x the forward).
 
-So ``flops = 2 * (F(S) [+ G(S)]) * B * T * N^2``. ``python -m metakern.bench.synapse`` reports the
-achieved FLOP/s of the compiled backends against the device's measured peak (an N x N float
-matmul; TF32 stays off on CUDA, so it is the plain fp32 rate the kernels use).
+So ``flops = 2 * (F(S) [+ G(S)]) * B * T * N^2``: 58 N^2 FLOP per step and sequence at S=2 for
+forward + backward. ``python -m metakern.bench.synapse`` reports the compiled backends' achieved
+FLOP/s against the device's measured peak (an n x n matmul in the case's dtype; TF32 stays off on
+CUDA unless the user turned it on, so it is the plain fp32 rate the kernels can use).
 """
 
 from __future__ import annotations
@@ -64,7 +62,7 @@ from typing import Any
 
 import torch
 
-from ..ops.synapse import memory_model_bytes, metods_step, metods_synapse
+from ..ops.synapse import default_checkpoint_every, memory_model_bytes, metods_step, metods_synapse
 from ..ops.synapse_reference import metods_synapse_reference
 from . import harness, report
 from .harness import Case, Impl, Settings, backends_for, register
@@ -85,7 +83,6 @@ SCALING_B = 16
 SCALING_N: tuple[int, ...] = (16, 32, 64, 128, 256)
 SCALING_S: tuple[int, ...] = (1, 2, 4)
 SCALING_T: tuple[int, ...] = (200, 1000, 5000)
-SCALING_ENV = "METAKERN_BENCH_SYNAPSE_SCALING"
 NAIVE_LIMIT_ENV = "METAKERN_BENCH_NAIVE_LIMIT_GB"
 CPU_NAIVE_LIMIT_BYTES = 4 << 30
 
@@ -119,17 +116,25 @@ TARGETS: dict[tuple[str, str], tuple[float, float | None]] = {
 
 def forward_madds(S: int) -> int:
     """Multiply-adds per N x N element per step and sequence of the fused forward (module docstring)."""
-    return S * (S + 3) // 2 + S + 2
+    return S * (S + 1) // 2 + S + 1
 
 
-def backward_madds(S: int) -> int:
-    """The same for the checkpointed backward, its two recomputations of W_in included."""
-    return (3 * S * S + 11 * S + 16) // 2
+def recompute_passes(N: int, S: int, T: int, C: int | None = None) -> int:
+    """Recompute passes per step in the backward: 1 for segments of up to 64 steps, else 2 (nested
+    sqrt split); C defaults to the op's ``default_checkpoint_every``."""
+    C = default_checkpoint_every(N, S, T) if C is None else min(C, T)
+    return 1 if C <= 64 else 2
 
 
-def flops(B: int, T: int, N: int, S: int, backward: bool) -> int:
-    """FLOP model of one call of the fused op (forward, or forward + backward)."""
-    madds = forward_madds(S) + (backward_madds(S) if backward else 0)
+def backward_madds(S: int, recomputes: int = 1) -> int:
+    """The same for the checkpointed backward, its ``recomputes`` passes rebuilding W_in included."""
+    return (3 * S * S + 9 * S + 10) // 2 + recomputes * (S + 1)
+
+
+def flops(B: int, T: int, N: int, S: int, backward: bool, C: int | None = None) -> int:
+    """FLOP model of one call of the fused op (forward, or forward + backward at checkpoint interval C,
+    by default the op's)."""
+    madds = forward_madds(S) + (backward_madds(S, recompute_passes(N, S, T, C)) if backward else 0)
     return 2 * madds * B * T * N * N
 
 
@@ -170,7 +175,7 @@ def naive_skip_reason(B: int, T: int, N: int, S: int, itemsize: int, limit: int)
 
 
 def model_bytes(B: int, T: int, N: int, S: int, itemsize: int, device: str, threads: int | None = None) -> int:
-    """``metakern.ops.synapse.memory_model_bytes`` at the default checkpoint interval (C = T): saved
+    """``metakern.ops.synapse.memory_model_bytes`` at the op's default checkpoint interval: saved
     vectors + checkpoints + the backward's scratch, per worker: ``threads`` on CPU (the op runs
     ``torch.get_num_threads()`` workers; the default), one per sequence on CUDA."""
     workers = B if device == "cuda" else (threads or torch.get_num_threads())
@@ -179,6 +184,8 @@ def model_bytes(B: int, T: int, N: int, S: int, itemsize: int, device: str, thre
 
 # --------------------------------------------------------------------------------------------------
 # Inputs
+
+LEAVES = ("v0", "W0", "alpha", "kappa", "beta")  # what the fwd+bwd cases differentiate with respect to
 
 
 def make_inputs(
@@ -210,9 +217,6 @@ def make_inputs(
         for k in LEAVES:
             out[k].requires_grad_()
     return out
-
-
-LEAVES = ("v0", "W0", "alpha", "kappa", "beta")
 
 
 def make_step_inputs(B: int, N: int, S: int, device: torch.device | str, dtype: torch.dtype) -> dict[str, Any]:
@@ -390,14 +394,6 @@ def scaling_cases(
     return cases
 
 
-def scaling_opted_in() -> bool:
-    """The scaling sweep is listed only when asked for: by a harness that keeps opt-in families
-    out of the default run itself (``harness.OPT_IN``), or by ``METAKERN_BENCH_SYNAPSE_SCALING=1``."""
-    if SCALING_FAMILY in getattr(harness, "OPT_IN", ()):
-        return True
-    return os.environ.get(SCALING_ENV, "").strip() not in ("", "0")
-
-
 @register(FAMILY)
 def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
     return synapse_cases(device, dtype)
@@ -405,7 +401,7 @@ def _cases(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
 
 @register(SCALING_FAMILY)
 def _scaling(device: torch.device, dtype: torch.dtype) -> Iterable[Case]:
-    return scaling_cases(device, dtype) if scaling_opted_in() else []
+    return scaling_cases(device, dtype)  # listed only when selected (harness.OPT_IN)
 
 
 # --------------------------------------------------------------------------------------------------
