@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 namespace metakern {
@@ -20,6 +21,8 @@ namespace {
 
 #define MK_ALWAYS_INLINE inline __attribute__((always_inline))
 #define MK_SIMD _Pragma("omp simd")
+// Short loops over inner steps inside vector loops: unrolled, or the vector loop is not vectorized.
+#define MK_UNROLL _Pragma("GCC unroll 16")
 #define MK_PRAGMA(x) _Pragma(#x)
 #define MK_SIMD_SUM(v) MK_PRAGMA(omp simd reduction(+ : v))
 
@@ -126,6 +129,7 @@ MK_ALWAYS_INLINE void write_pass(const Params<R, KS>& P, const R* A, const R* sr
     MK_SIMD
     for (int64_t k = 0; k < N; ++k) {
       R z = 0;
+      MK_UNROLL
       for (int j = 0; j < S; ++j) z += d[j] * v[j * N + k];
       Di[k] = g * Si[k] + Ai[k] * z;
     }
@@ -299,9 +303,11 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
   const int npairs = S * (S - 1) / 2;
   R* dv = work;              // (S+1) N
   R* dp = dv + (S + 1) * N;  // S N
-  R* y = dp + S * N;         // S N: M v_j, then a_j
-  R* z = y + S * N;          // S N: M^T v_j, then b_j
-  R* u = z + S * N;          // npairs N: v_j * v_{s-1} for s = 2..S, j < s - 1
+  R* y = dp + S * N;         // S N: M v_j (the write's adjoint)
+  R* z = y + S * N;          // S N: M^T v_j
+  R* a = z + S * N;          // S N: alpha u_j (an inner step's adjoint)
+  R* b = a + S * N;          // S N: alpha^T (v_j * dp)
+  R* u = b + S * N;          // npairs N: v_j * v_{s-1} for s = 2..S, j < s - 1
   R* r = u + npairs * N;     // N
   R* g = r + N;              // N
   std::fill(dv, dv + (S + 1) * N, R(0));
@@ -317,35 +323,9 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     }
   }
 
-  const R* cS = P.c(S);
-  {
-    std::fill(y, y + S * N, R(0));
-    std::fill(z, z + S * N, R(0));
-    std::fill(g, g + N, R(0));
-    int64_t i0 = 0;
-    for (; i0 + kRowBlock <= N; i0 += kRowBlock) write_adjoint_rows<kRowBlock>(P, i0, Win, dW, dWT, v, y, z, g);
-    for (; i0 < N; ++i0) write_adjoint_rows<1>(P, i0, Win, dW, dWT, v, y, z, g);
-    R dg = 0;
-    for (int64_t k = 0; k < N; ++k) dg += g[k];
-    G.dgamma[S] += dg;
-    for (int j = 0; j < S; ++j) {
-      const R* vj = v + j * N;
-      const R* yj = y + j * N;
-      const R* zj = z + j * N;
-      R* dvj = dv + j * N;
-      R dc = 0;
-      MK_SIMD_SUM(dc)
-      for (int64_t k = 0; k < N; ++k) {
-        dc += vj[k] * yj[k];
-        dvj[k] += cS[j] * (yj[k] + zj[k]);
-      }
-      G.dcoef[S * S + j] += dc;
-    }
-  }
-
-  // The inner steps, last first. Step s = 1 has no alpha term: its read (r = W_in^T dp_1) is fused
-  // into the final pass below.
-  for (int s = S; s >= 1; --s) {
+  // Inner step s, before its read's adjoint: v_s = sum_{l<s} kappa v_l + kappa[s-1, s] sigma(p_s) gives
+  // dkappa, dv_l (l < s) and dp_s. Needs dv_s complete.
+  auto inner_head = [&](int s) {
     const R* ks = P.k(s);
     R* dks = G.dkappa + (s - 1) * (S + 1);
     const R* dvs = dv + s * N;
@@ -370,17 +350,17 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
       }
       dks[l] += dk;
     }
-    if (s == 1) break;
-    // p_s = gamma[s-1] W_in x + sum_{j<s-1} coef[s-1, j] v_j * (alpha (v_j * x)), x = v_{s-1}.
+  };
+  // The read pass of inner step s >= 2 over rows [i0, i0 + RB) (r, a, b zeroed beforehand).
+  auto inner_rows = [&](int s, int64_t i0, auto rb) {
+    constexpr int RB = decltype(rb)::value;
+    read_adjoint_rows<RB>(P, i0, s - 1, Win, dp + (s - 1) * N, v, u + pair_index(s, 0) * N, r, a, b);
+  };
+  // After the read pass of step s >= 2: p_s = gamma[s-1] W_in x + sum_{j<s-1} coef[s-1, j] v_j * a_j.
+  auto inner_tail = [&](int s) {
     const int nj = s - 1;
     const R* x = v + (s - 1) * N;
-    const R* us = u + pair_index(s, 0) * N;
-    std::fill(r, r + N, R(0));
-    std::fill(y, y + nj * N, R(0));
-    std::fill(z, z + nj * N, R(0));
-    int64_t i0 = 0;
-    for (; i0 + kRowBlock <= N; i0 += kRowBlock) read_adjoint_rows<kRowBlock>(P, i0, nj, Win, dps, v, us, r, y, z);
-    for (; i0 < N; ++i0) read_adjoint_rows<1>(P, i0, nj, Win, dps, v, us, r, y, z);
+    const R* dps = dp + (s - 1) * N;
     const R gs = P.gamma[s - 1];
     R* dx = dv + (s - 1) * N;
     R dgs = 0;
@@ -393,8 +373,8 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     const R* cs = P.c(s - 1);
     for (int j = 0; j < nj; ++j) {
       const R* vj = v + j * N;
-      const R* aj = y + j * N;
-      const R* bj = z + j * N;
+      const R* aj = a + j * N;
+      const R* bj = b + j * N;
       R* dvj = dv + j * N;
       const R c = cs[j];
       R dc = 0;
@@ -406,6 +386,63 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
       }
       G.dcoef[(s - 1) * S + j] += dc;
     }
+  };
+  auto zero_inner = [&](int s) {
+    std::fill(r, r + N, R(0));
+    std::fill(a, a + (s - 1) * N, R(0));
+    std::fill(b, b + (s - 1) * N, R(0));
+  };
+  using One = std::integral_constant<int, 1>;
+  using Block = std::integral_constant<int, kRowBlock>;
+
+  // dv_S is complete from the start (the write only reaches v_0..v_{S-1}), so inner step S's read
+  // pass shares one row loop with the adjoint of the write W_out = gamma[S] W_in + alpha * sum_j
+  // coef[S, j] v_j v_j^T (M = alpha * dW): both read W_in and alpha rows once.
+  inner_head(S);
+  const R* cS = P.c(S);
+  {
+    std::fill(y, y + S * N, R(0));
+    std::fill(z, z + S * N, R(0));
+    std::fill(g, g + N, R(0));
+    if (S >= 2) zero_inner(S);
+    int64_t i0 = 0;
+    for (; i0 + kRowBlock <= N; i0 += kRowBlock) {
+      write_adjoint_rows<kRowBlock>(P, i0, Win, dW, dWT, v, y, z, g);
+      if (S >= 2) inner_rows(S, i0, Block{});
+    }
+    for (; i0 < N; ++i0) {
+      write_adjoint_rows<1>(P, i0, Win, dW, dWT, v, y, z, g);
+      if (S >= 2) inner_rows(S, i0, One{});
+    }
+    R dg = 0;
+    for (int64_t k = 0; k < N; ++k) dg += g[k];
+    G.dgamma[S] += dg;
+    for (int j = 0; j < S; ++j) {
+      const R* vj = v + j * N;
+      const R* yj = y + j * N;
+      const R* zj = z + j * N;
+      R* dvj = dv + j * N;
+      R dc = 0;
+      MK_SIMD_SUM(dc)
+      for (int64_t k = 0; k < N; ++k) {
+        dc += vj[k] * yj[k];
+        dvj[k] += cS[j] * (yj[k] + zj[k]);
+      }
+      G.dcoef[S * S + j] += dc;
+    }
+    if (S >= 2) inner_tail(S);
+  }
+
+  // The other inner steps, last first. Step s = 1 has no alpha term: its read (r = W_in^T dp_1) is
+  // fused into the final pass below.
+  for (int s = S - 1; s >= 1; --s) {
+    inner_head(s);
+    if (s == 1) break;
+    zero_inner(s);
+    int64_t i0 = 0;
+    for (; i0 + kRowBlock <= N; i0 += kRowBlock) inner_rows(s, i0, Block{});
+    for (; i0 < N; ++i0) inner_rows(s, i0, One{});
+    inner_tail(s);
   }
 
   // One pass for the rest, row i:
@@ -434,8 +471,11 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
     MK_SIMD
     for (int64_t k = 0; k < N; ++k) {
       R zc = 0, zp = 0, zw = 0, zt = 0;
+      MK_UNROLL
       for (int j = 0; j < S; ++j) zc += e[j] * v[j * N + k];
+      MK_UNROLL
       for (int q = 0; q < npairs; ++q) zp += f[q] * u[q * N + k];
+      MK_UNROLL
       for (int s = 0; s < S; ++s) {
         zw += h[s] * v[s * N + k];
         zt += ht[s] * dp[s * N + k];
@@ -456,7 +496,7 @@ MK_ALWAYS_INLINE void step_backward(const Params<R, KS>& P, const R* Win, const 
   G.dgamma[0] += dg0;
 }
 
-int64_t step_work(int S) { return 4 * S + 3 + S * (S - 1) / 2; }  // vectors of N in step_backward
+int64_t step_work(int S) { return 6 * S + 3 + S * (S - 1) / 2; }  // vectors of N in step_backward
 
 template <typename R> MK_ALWAYS_INLINE void transpose(const R* src, R* dst, int64_t N) {
   for (int64_t i = 0; i < N; ++i)
