@@ -30,15 +30,6 @@ _CPU_CASES = _cases("cpu")
 CASES = [c.id for c in _CPU_CASES]
 IMPLS = sorted({i.name for c in _CPU_CASES for i in c.impls} | {"triton", "cuda"})
 
-_MEMO = {}
-
-
-def _memo(key, build):
-    if key not in _MEMO:
-        _MEMO.clear()
-        _MEMO[key] = build()
-    return _MEMO[key]
-
 
 def _find(case_id, device, impl):
     if device == "cuda" and not torch.cuda.is_available():
@@ -56,13 +47,9 @@ class MetaGradient:
     def setup(self, case_id, device, impl):
         def build():
             case, found = _find(case_id, device, impl)
-            fn = harness.bound(found, case.make_inputs())
-            sync = harness.synchronizer(case.device)
-            fn()  # warm-up (JIT, first-touch)
-            sync()
-            return fn, sync
+            return harness.warmed_up(found, case)
 
-        self.fn, self.sync = _memo((case_id, device, impl), build)
+        self.fn, self.sync = harness.keep_latest((case_id, device, impl), build)
 
     def time_call(self, case_id, device, impl):
         self.fn()
@@ -87,7 +74,7 @@ class MetaGradientSpeedup:
             runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
             return {r["backend"]: r for r in runner.measure_case(case)}[found.name]
 
-        self.row = _memo(("speedup", case_id, device, impl), build)
+        self.row = harness.keep_latest(("speedup", case_id, device, impl), build)
 
     def track_speedup(self, case_id, device, impl):
         return self.row["speedup"]

@@ -46,32 +46,15 @@ def _impl(case, impl):
     return found[0]
 
 
-# asv re-runs setup before every sample; the inputs and the warmed-up callable of the current
-# parameters are kept here so that it costs nothing after the first time (the ops do not modify
-# their inputs). One entry at a time, so that memory does not grow over the parameter grid.
-_MEMO = {}
-
-
-def _memo(key, build):
-    if key not in _MEMO:
-        _MEMO.clear()
-        _MEMO[key] = build()
-    return _MEMO[key]
-
-
 class _Bench:
     timeout = 300
 
     def _setup(self, op, shape, device, impl):
         def build():
             case = _case(op, shape, device)
-            fn = harness.bound(_impl(case, impl), case.make_inputs())
-            sync = harness.synchronizer(case.device)
-            fn()  # warm-up (JIT, first-touch)
-            sync()
-            return fn, sync
+            return harness.warmed_up(_impl(case, impl), case)
 
-        self.fn, self.sync = _memo((op, shape, device, impl), build)
+        self.fn, self.sync = harness.keep_latest((op, shape, device, impl), build)
 
 
 class LinearScan(_Bench):
@@ -124,7 +107,7 @@ class Ratios:
             runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
             return {r["backend"]: r for r in runner.measure_case(c)}[name]
 
-        self.row = _memo(("ratios", shape, case, device, impl), build)
+        self.row = harness.keep_latest(("ratios", shape, case, device, impl), build)
 
     def track_speedup_vs_reference(self, shape, case, device, impl):
         return self.row["speedup"]

@@ -26,17 +26,6 @@ _GPU_ONLY = f"{cases.FAMILY}/{cases.FWD_BWD}/{cases.shape_str(*cases.GPU_TARGET)
 CASES = sorted({c.id for c in _CPU_CASES} | {_GPU_ONLY})
 IMPLS = sorted({i.name for c in _CPU_CASES for i in c.impls} | {"triton"})
 
-# asv re-runs setup before every sample: the inputs and the warmed-up callable of the current
-# parameters are kept here. One entry at a time, so that memory does not grow over the grid.
-_MEMO = {}
-
-
-def _memo(key, build):
-    if key not in _MEMO:
-        _MEMO.clear()
-        _MEMO[key] = build()
-    return _MEMO[key]
-
 
 def _find(case_id, device, impl):
     if device == "cuda" and not torch.cuda.is_available():
@@ -55,13 +44,9 @@ class Synapse:
     def setup(self, case_id, device, impl):
         def build():
             case, found = _find(case_id, device, impl)
-            fn = harness.bound(found, case.make_inputs())
-            sync = harness.synchronizer(case.device)
-            fn()  # warm-up (JIT, first-touch)
-            sync()
-            return fn, sync
+            return harness.warmed_up(found, case)
 
-        self.fn, self.sync = _memo((case_id, device, impl), build)
+        self.fn, self.sync = harness.keep_latest((case_id, device, impl), build)
 
     def time_call(self, case_id, device, impl):
         self.fn()
@@ -88,7 +73,7 @@ class SynapseVsNaive:
             rows = {r["backend"]: r for r in runner.measure_case(case)}
             return rows[found.name], rows[case.baseline]
 
-        self.row, self.naive = _memo(("vs-naive", case_id, device, impl), build)
+        self.row, self.naive = harness.keep_latest(("vs-naive", case_id, device, impl), build)
 
     def track_speedup(self, case_id, device, impl):
         return self.row["speedup"]

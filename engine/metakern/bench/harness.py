@@ -275,6 +275,28 @@ class Timing:
     repeats: int  # samples
 
 
+def warmed_up(impl: Impl, case: Case) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """``impl`` bound to fresh inputs of ``case`` and called once (JIT, first touch), with the device
+    synchronizer: what an asv ``setup`` times."""
+    fn = bound(impl, case.make_inputs())
+    sync = synchronizer(case.device)
+    fn()
+    sync()
+    return fn, sync
+
+
+_KEPT: dict[Any, Any] = {}
+
+
+def keep_latest(key: Any, build: Callable[[], Any]) -> Any:
+    """``build()`` for ``key``, cached; only the latest key is kept. asv re-runs ``setup`` before every
+    sample, and one entry at a time keeps memory from growing over the parameter grid."""
+    if key not in _KEPT:
+        _KEPT.clear()
+        _KEPT[key] = build()
+    return _KEPT[key]
+
+
 def synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)

@@ -134,33 +134,37 @@ def num_checkpoints(T: int, C: int) -> int:
 # Reference backend: the closed form in batched torch
 
 
+def _closed_form_step(W, x0, alpha, kappa, gamma, coef, sigma):
+    """One step of the closed form from W_in: (v_0..v_S, p_1..p_S, W_out), batched over sequences."""
+    S = kappa.shape[0]
+    vs, ps = [x0], []
+    for s in range(1, S + 1):
+        x = vs[s - 1]
+        p = gamma[s - 1] * torch.bmm(W, x.unsqueeze(-1)).squeeze(-1)
+        for j in range(s - 1):
+            p = p + coef[s - 1, j] * vs[j] * ((vs[j] * x) @ alpha.T)
+        v = kappa[s - 1, s] * sigma(p)
+        for l in range(s):
+            v = v + kappa[s - 1, l] * vs[l]
+        vs.append(v)
+        ps.append(p)
+    outer = sum(coef[S, j] * vs[j].unsqueeze(-1) * vs[j].unsqueeze(-2) for j in range(S))
+    return vs, ps, gamma[S] * W + alpha * outer
+
+
 def metods_closed_form(v0, W0, alpha, kappa, gamma, coef, reset, activation: str):
     """(v_S, W_T, p) of the closed-form recursion (module docstring of ``metods.h``) in plain torch,
     batched over sequences; p [B, T, S, N] are the read pre-activations. Differentiable."""
     sigma = activation_fn(activation)
     B, T, N = v0.shape
-    S = kappa.shape[0]
     W0b = W0.expand(B, N, N)
     W = W0b
     outs, pres = [], []
     for t in range(T):
         if reset is not None and t > 0:
             W = torch.where(reset[:, t].reshape(B, 1, 1), W0b, W)
-        vs = [v0[:, t]]
-        ps = []
-        for s in range(1, S + 1):
-            x = vs[s - 1]
-            p = gamma[s - 1] * torch.bmm(W, x.unsqueeze(-1)).squeeze(-1)
-            for j in range(s - 1):
-                p = p + coef[s - 1, j] * vs[j] * ((vs[j] * x) @ alpha.T)
-            v = kappa[s - 1, s] * sigma(p)
-            for l in range(s):
-                v = v + kappa[s - 1, l] * vs[l]
-            vs.append(v)
-            ps.append(p)
-        outer = sum(coef[S, j] * vs[j].unsqueeze(-1) * vs[j].unsqueeze(-2) for j in range(S))
-        W = gamma[S] * W + alpha * outer
-        outs.append(vs[S])
+        vs, ps, W = _closed_form_step(W, v0[:, t], alpha, kappa, gamma, coef, sigma)
+        outs.append(vs[-1])
         pres.append(torch.stack(ps, dim=1))
     return torch.stack(outs, dim=1), W, torch.stack(pres, dim=1)
 
@@ -190,17 +194,10 @@ def metods_closed_form_backward(gvS, gWT, v0, W0, alpha, kappa, gamma, coef, res
     for t in range(T):
         if reset is not None and t > 0:
             W = torch.where(reset[:, t].reshape(B, 1, 1), W0b, W)
-        _, W_next, p = metods_closed_form(v0[:, t : t + 1], W, alpha, kappa, gamma, coef, None, activation)
         win.append(W)
-        pres.append(p[:, 0])
-        vs = [v0[:, t]]
-        for s in range(1, S + 1):
-            v = kappa[s - 1, s] * sigma(p[:, 0, s - 1])
-            for l in range(s):
-                v = v + kappa[s - 1, l] * vs[l]
-            vs.append(v)
+        vs, ps, W = _closed_form_step(W, v0[:, t], alpha, kappa, gamma, coef, sigma)
         vecs.append(vs)
-        W = W_next
+        pres.append(torch.stack(ps, dim=1))
     dv0 = torch.zeros_like(v0)
     dW0 = torch.zeros_like(W0b)
     dalpha = torch.zeros_like(alpha)
@@ -242,16 +239,16 @@ def metods_closed_form_backward(gvS, gWT, v0, W0, alpha, kappa, gamma, coef, res
                 dv[s - 1] = dv[s - 1] + c * v[j] * b
                 dalpha += c * ((v[j] * dp).unsqueeze(-1) * (v[j] * x).unsqueeze(-2)).sum(0)
         dv0[:, t] = dv[0]
-        is_reset = torch.ones(B, dtype=torch.bool, device=v0.device) if t == 0 else reset_flags_at(reset, t, B)
-        dW0 = dW0 + torch.where(is_reset.reshape(B, 1, 1), dWin, torch.zeros_like(dWin))
-        dW = torch.where(is_reset.reshape(B, 1, 1), torch.zeros_like(dWin), dWin)
+        # W_in came from W0 at t = 0 and at resets: its gradient goes there, not to step t - 1.
+        if t == 0:
+            dW0 = dW0 + dWin
+        elif reset is not None:
+            flags = reset[:, t].reshape(B, 1, 1)
+            dW0 = dW0 + torch.where(flags, dWin, torch.zeros_like(dWin))
+            dW = torch.where(flags, torch.zeros_like(dWin), dWin)
+        else:
+            dW = dWin
     return dv0, (dW0 if W0.dim() == 3 else dW0.sum(0)), dalpha, dkappa, dgamma, dcoef
-
-
-def reset_flags_at(reset: torch.Tensor | None, t: int, B: int) -> torch.Tensor:
-    if reset is None:
-        return torch.zeros(B, dtype=torch.bool)
-    return reset[:, t]
 
 
 def _activation_grad(activation: str, p: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
