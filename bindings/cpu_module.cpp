@@ -11,6 +11,7 @@
 #include "policy/policy_log_prob.h"
 #include "scan/linear_scan.h"
 #include "synapse/metods.h"
+#include "mujoco/mj_batch.h"
 
 namespace py = pybind11;
 using namespace metakern;
@@ -370,6 +371,56 @@ PYBIND11_MODULE(_C, m) {
       py::arg("dcoef"), py::arg("B"), py::arg("T"), py::arg("N"), py::arg("S"), py::arg("activation"),
       py::arg("checkpoint_every"), py::arg("w0_batched"), py::arg("num_threads") = 0,
       "gradients of metods_forward from gvS / gWT (0 = zero), recomputing W from the checkpoints");
+
+  m.def("mj_load_api", []() { return mj::load_api(); },
+        "resolve mj_step / mj_rnePostConstraint from the libmujoco loaded by `import mujoco`; '' or the reason not");
+  m.def("mj_library", []() { return mj::api_library(); });
+  m.def(
+      "mj_batch_step",
+      [](int64_t B, std::uintptr_t models, std::uintptr_t datas, std::uintptr_t ctrl, int64_t nu,
+         std::uintptr_t ctrl_dst, int frame_skip, bool post_constraint, std::uintptr_t active, int64_t nfield,
+         std::uintptr_t src, std::uintptr_t len, std::uintptr_t dst, int num_threads) {
+        if (B < 1 || nu < 0 || frame_skip < 1 || nfield < 0) {
+          throw std::invalid_argument("metakern: mj_batch_step: bad sizes");
+        }
+        for (auto [p, name] : {std::pair{models, "models"}, {datas, "datas"}, {ctrl_dst, "ctrl_dst"}}) {
+          check_ptr(p, name);
+        }
+        if (nu > 0) check_ptr(ctrl, "ctrl");
+        if (nfield > 0) {
+          check_ptr(src, "src");
+          check_ptr(len, "len");
+          check_ptr(dst, "dst");
+        }
+        const std::string err = mj::load_api();
+        if (!err.empty()) throw std::runtime_error("metakern: " + err);
+        const mj::GatherSpec g{nfield, as_ptr<const int64_t>(src), as_ptr<const int64_t>(len),
+                               as_ptr<const int64_t>(dst)};
+        py::gil_scoped_release release;
+        mj::batch_step(B, as_ptr<const int64_t>(models), as_ptr<const int64_t>(datas), as_ptr<const double>(ctrl),
+                       nu, as_ptr<const int64_t>(ctrl_dst), frame_skip, post_constraint,
+                       active ? as_ptr<const uint8_t>(active) : nullptr, g, num_threads);
+      },
+      py::arg("B"), py::arg("models"), py::arg("datas"), py::arg("ctrl"), py::arg("nu"), py::arg("ctrl_dst"),
+      py::arg("frame_skip"), py::arg("post_constraint"), py::arg("active"), py::arg("nfield"), py::arg("src"),
+      py::arg("len"), py::arg("dst"), py::arg("num_threads") = 0,
+      "step B MuJoCo (model, data) pairs frame_skip times each on OpenMP threads, then gather fields "
+      "(see cpp/mujoco/mj_batch.h)");
+  m.def(
+      "mj_batch_gather",
+      [](int64_t B, std::uintptr_t active, int64_t nfield, std::uintptr_t src, std::uintptr_t len,
+         std::uintptr_t dst) {
+        if (B < 1 || nfield < 0) throw std::invalid_argument("metakern: mj_batch_gather: bad sizes");
+        if (nfield == 0) return;
+        check_ptr(src, "src");
+        check_ptr(len, "len");
+        check_ptr(dst, "dst");
+        const mj::GatherSpec g{nfield, as_ptr<const int64_t>(src), as_ptr<const int64_t>(len),
+                               as_ptr<const int64_t>(dst)};
+        py::gil_scoped_release release;
+        mj::batch_gather(B, active ? as_ptr<const uint8_t>(active) : nullptr, g);
+      },
+      py::arg("B"), py::arg("active"), py::arg("nfield"), py::arg("src"), py::arg("len"), py::arg("dst"));
 
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
