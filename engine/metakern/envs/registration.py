@@ -25,6 +25,47 @@ ENV_IDS: dict[str, tuple[str, str, dict]] = {
 }
 
 
+# MuJoCo task families (metakern.envs.mujoco): metakern/<Task>-v0; needs the mujoco package.
+MUJOCO_TASKS = (
+    "HalfCheetah",
+    "Hopper",
+    "Walker2d",
+    "Ant",
+    "Humanoid",
+    "HalfCheetahVel",
+    "HalfCheetahDir",
+    "AntDir",
+    "AntGoal",
+    "AntVel",
+    "HumanoidDir",
+    "HopperRandParams",
+    "Walker2dRandParams",
+    "HalfCheetahMassDamping",
+    "AntMassDamping",
+    "HopperMassDamping",
+    "CrippleAnt",
+    "CrippleHalfCheetah",
+    "SparseHalfCheetahVel",
+    "SparseAntGoal",
+    "SparsePointRobot",
+)
+
+
+def _mujoco_entry(kind: str, task: str):
+    def make(num_envs: int = 1, **kwargs):
+        from .mujoco.env import MujocoBatchedEnv
+        from .mujoco.gym import MujocoEnv, MujocoVectorEnv
+
+        kwargs.pop("render_mode", None)
+        if kind == "vector":
+            return MujocoVectorEnv(MujocoBatchedEnv(task, num_envs, **kwargs))
+        kwargs.setdefault("autoreset_mode", "disabled")
+        return MujocoEnv(MujocoBatchedEnv(task, 1, **kwargs))
+
+    make.__name__ = f"make_{kind}_{task}"
+    return make
+
+
 def _factory(env_id: str):
     module, name, fixed = ENV_IDS[env_id]
     return getattr(importlib.import_module(f"metakern.envs.{module}"), name), fixed
@@ -66,3 +107,9 @@ def register_all() -> None:
         if importlib.util.find_spec(f"metakern.envs.{module}") is None:
             continue  # family not present in this build
         gymnasium.register(id=env_id, entry_point=_entry("single", env_id), vector_entry_point=_entry("vector", env_id))
+    for task in MUJOCO_TASKS:
+        env_id = f"metakern/{task}-v0"
+        if env_id not in gymnasium.registry:
+            gymnasium.register(
+                id=env_id, entry_point=_mujoco_entry("single", task), vector_entry_point=_mujoco_entry("vector", task)
+            )

@@ -110,7 +110,8 @@ class MujocoBatchedEnv:
         self.reward_options = {**fam.reward_options, **(reward_options or {})}
         unknown = set(reward_options or {}) - set(fam.reward_options)
         if unknown:
-            raise ValueError(f"unknown reward_options {sorted(unknown)} for {fam.name}; known: {sorted(fam.reward_options)}")
+            known = sorted(fam.reward_options)
+            raise ValueError(f"unknown reward_options {sorted(unknown)} for {fam.name}; known: {known}")
         if max_steps is None:
             max_steps = fam.max_steps
         if not isinstance(max_steps, int) or max_steps < 0:
@@ -231,7 +232,8 @@ class MujocoBatchedEnv:
         if p.ndim == 1:
             p = np.broadcast_to(p, (len(ids), p.size))
         if p.shape != (len(ids), self.task_dim):
-            raise ValueError(f"task params must have shape ({len(ids)}, {self.task_dim}) or ({self.task_dim},), got {p.shape}")
+            want = f"({len(ids)}, {self.task_dim}) or ({self.task_dim},)"
+            raise ValueError(f"task params must have shape {want}, got {p.shape}")
         if not np.isfinite(p).all():
             raise ValueError("task params must be finite")
         self.task_params[ids] = p

@@ -183,7 +183,14 @@ class Humanoid(Robot):
 
     def observation(self, out):
         return np.concatenate(
-            (out["qpos"][:, 2:], out["qvel"], out["cinert"], out["cvel"], out["qfrc_actuator"][:, 6:], out["cfrc_ext"][:, 6:]),
+            (
+                out["qpos"][:, 2:],
+                out["qvel"],
+                out["cinert"],
+                out["cvel"],
+                out["qfrc_actuator"][:, 6:],
+                out["cfrc_ext"][:, 6:],
+            ),
             axis=1,
         )
 
