@@ -45,7 +45,8 @@ class MujocoBatchedEnv:
         autoreset_mode: ``"next_step"``, ``"same_step"`` (``info["final_obs"]``) or ``"disabled"``.
         resample_tasks: draw a task at each new trial (else keep the one set by ``set_tasks``).
         num_threads: threads stepping the simulations (0: OpenMP's default, all cores).
-        backend: ``"cpp"`` (threaded loop, default) or ``"reference"`` (Python loop).
+        backend: ``"cpp"`` (threaded loop, default), ``"reference"`` (Python loop) or ``"warp"``
+            (MuJoCo Warp on ``device``: the optional GPU path, float32; see ``warp_sim.py``).
         device: where the returned tensors live.
         obs_dtype: ``torch.float64`` (gymnasium's) or ``torch.float32``; rewards use it too.
         set_const: after changing masses or inertias, run ``mj_setConst`` (True, MuJoCo's
@@ -88,8 +89,8 @@ class MujocoBatchedEnv:
             raise ValueError(f"explore_episodes must be an int in [0, {episodes_per_trial}], got {explore_episodes!r}")
         if backend is None:
             backend = "cpp"
-        if backend not in ("cpp", "reference"):
-            raise ValueError(f"backend must be None, 'cpp' or 'reference', got {backend!r}")
+        if backend not in ("cpp", "reference", "warp"):
+            raise ValueError(f"backend must be None, 'cpp', 'reference' or 'warp', got {backend!r}")
         self.family = fam = get_family(task)
         self.task_name = fam.name
         self.preset_name = preset or fam.default_preset
@@ -120,6 +121,7 @@ class MujocoBatchedEnv:
 
         self.robot = robot = ROBOTS[fam.robot] if isinstance(fam.robot, str) else fam.robot
         self.sim = self._make_sim(robot, B, num_threads, backend)
+        self._flush = getattr(self.sim, "flush", None)
         self.backend = backend
         self.dt = self.sim.dt
         self.act_dim = self.sim.nu
@@ -153,6 +155,13 @@ class MujocoBatchedEnv:
         if hasattr(robot, "make_sim"):  # pure-numpy bodies (the point robot)
             return robot.make_sim(B)
         model = compile_model(gymnasium_asset(robot.xml))
+        if backend == "warp":
+            from .warp_sim import WarpSim, warp_available
+
+            why = warp_available()
+            if why:
+                raise RuntimeError(f"backend='warp' needs MuJoCo Warp: {why}")
+            return WarpSim(model, B, robot, self._dyn_fields(), "cuda" if self.device.type == "cuda" else "cpu")
         return _MjSim(model, B, robot, num_threads, backend)
 
     def _dyn_fields(self) -> tuple[str, ...]:
@@ -289,6 +298,8 @@ class MujocoBatchedEnv:
         return self._refresh_obs()
 
     def _refresh_obs(self) -> torch.Tensor:
+        if self._flush is not None:
+            self._flush()
         self._position = self.robot.position(self.sim.out, self._body_mass)
         self._obs = self.robot.observation(self.sim.out)
         return self._tensor(self._obs)
@@ -385,6 +396,8 @@ class MujocoBatchedEnv:
         self._needs_reset = done.copy() if mode != AutoresetMode.SAME_STEP else np.zeros(B, dtype=bool)
         self._trial_pending = trial_flags if mode != AutoresetMode.SAME_STEP else np.zeros(B, dtype=bool)
         if pending.any() or final_obs is not None:
+            if self._flush is not None:
+                self._flush()
             obs = self.robot.observation(out)
             after = self.robot.position(out, self._body_mass)
         self._position = after
