@@ -13,14 +13,15 @@ import torch
 pytest.importorskip("mujoco")
 pytest.importorskip("mujoco_warp")
 
-from metakern.envs.mujoco import MujocoBatchedEnv  # noqa: E402
+from metakern.envs.mujoco import MujocoBatchedEnv
 
 pytestmark = pytest.mark.slow
 
 
 def _pair(task, B, **kw):
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MujocoBatchedEnv(task, B, seed=3, **kw), MujocoBatchedEnv(task, B, seed=3, backend="warp", device=device, **kw)
+    ref = MujocoBatchedEnv(task, B, seed=3, **kw)
+    return ref, MujocoBatchedEnv(task, B, seed=3, backend="warp", device=device, **kw)
 
 
 def test_warp_matches_c_mujoco_before_contact():
