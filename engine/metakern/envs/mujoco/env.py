@@ -182,6 +182,11 @@ class MujocoBatchedEnv:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         return seed
 
+    def reseed(self, seed: int) -> None:
+        """Reseed every generator without resetting (``reset(seed=...)`` = ``reseed`` + reset)."""
+        self.seed = self._check_seed(seed)
+        self._seed_generators()
+
     def _seed_generators(self) -> None:
         B, s = self.num_envs, self.seed
         self._noise_rng = [np.random.default_rng(s + i) for i in range(B)]
@@ -313,10 +318,9 @@ class MujocoBatchedEnv:
         bookkeeping. ``seed`` reseeds every generator (env i's reset noise: ``seed + i``) and
         starts a new trial everywhere."""
         if seed is not None:
-            self.seed = self._check_seed(seed)
-            self._seed_generators()
+            self.reseed(seed)
             if mask is None:
-                return self._reset_all(draw=True)
+                return self._reset_all(draw=self.resample_tasks)
             new_trial = True
         m = self._mask(mask)
         if m is None:
@@ -371,23 +375,22 @@ class MujocoBatchedEnv:
         terminated = ~k.healthy if (self.robot.terminates and self.terminate_when_unhealthy) else np.zeros(B, bool)
         self._elapsed += 1
         truncated = (self._elapsed >= self.max_steps) & ~terminated if self.max_steps else np.zeros(B, bool)
-        episode = self._episode.copy()
-        task = self.task_index.copy()
-        params = self.task_params.copy()
-        if pending.any():  # NEXT_STEP: these envs reset instead of stepping
+        if pending.any():  # NEXT_STEP: these envs reset instead of stepping (a new trial if theirs ended)
             reward[pending] = 0.0
             terminated[pending] = False
             truncated[pending] = False
             for key in terms:
                 terms[key][pending] = 0.0
+            for i in np.flatnonzero(pending):
+                self._reset_env(int(i), bool(self._trial_pending[i]))
+        episode = self._episode.copy()
+        task = self.task_index.copy()
+        params = self.task_params.copy()
         done = terminated | truncated
         trial_done = done & (self._episode + 1 >= self.episodes_per_trial)
         explore = episode < self.explore_episodes
         self._episode[done & ~trial_done] += 1
         final_obs = None
-        if pending.any():
-            for i in np.flatnonzero(pending):
-                self._reset_env(int(i), bool(self._trial_pending[i]))
         if mode == AutoresetMode.SAME_STEP and done.any():
             final_obs = obs.copy()
             for i in np.flatnonzero(done):

@@ -67,7 +67,7 @@ class MujocoVectorEnv(gymnasium.vector.VectorEnv):
                 raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
         if params is not None:
             if seed is not None:
-                self.env.reset(seed=seed)
+                self.env.reseed(seed)
             obs = self.env.set_tasks(params, mask=mask)
         elif mask is not None:
             obs = self.env.reset(mask, seed=seed)
@@ -123,14 +123,16 @@ class MujocoEnv(gymnasium.Env):
         params = options.pop("task_params", None)
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; expected 'task_params'")
-        if seed is not None:
+        if params is not None:
+            if seed is not None or not self._started:
+                self.env.reseed(seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1)))
+            obs = self.env.set_tasks(np.asarray(params, dtype=np.float64).reshape(1, -1))
+        elif seed is not None:
             obs = self.env.reset(seed=seed)
         elif not self._started:
             obs = self.env.reset(seed=int(self.np_random.integers(0, 2**31 - 1)))
         else:
             obs = self.env.reset(np.ones(1, dtype=bool))
-        if params is not None:
-            obs = self.env.set_tasks(np.asarray(params, dtype=np.float64).reshape(1, -1))
         self._started = True
         return obs[0].cpu().numpy(), self._info()
 
