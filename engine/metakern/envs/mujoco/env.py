@@ -347,10 +347,11 @@ class MujocoBatchedEnv:
             raise ValueError(f"actions must have shape ({self.num_envs}, {self.act_dim}), got {a.shape}")
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise TypeError(f"actions must be real numbers, got dtype {a.dtype}")
-        a = np.ascontiguousarray(a, dtype=np.float64)
         if not np.isfinite(a).all():
             raise ValueError("actions contain NaN or infinity")
-        return a
+        # the control cost is summed in the action's own precision, as gymnasium does
+        self._cost_dtype = np.float32 if a.dtype == np.float32 else np.float64
+        return np.ascontiguousarray(a, dtype=np.float64)
 
     def step(self, actions: Any) -> StepResult:
         """Step every env with ``actions`` ``[B, act_dim]`` (torch or numpy). Out-of-range
@@ -369,7 +370,7 @@ class MujocoBatchedEnv:
         self.sim.step(ctrl, active)
         out = self.sim.out
         after = self.robot.position(out, self._body_mass)
-        k = self.robot.kinematics(before, after, self.dt, ctrl, out)
+        k = self.robot.kinematics(before, after, self.dt, ctrl.astype(self._cost_dtype, copy=False), out)
         reward, terms = self.family.reward(k, self.task_params, self.reward_options)
         obs = self.robot.observation(out)
         terminated = ~k.healthy if (self.robot.terminates and self.terminate_when_unhealthy) else np.zeros(B, bool)
