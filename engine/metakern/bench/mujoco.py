@@ -165,7 +165,7 @@ class CheetahVelReward(gym.Wrapper):
 
     def step(self, action):
         obs, _, terminated, truncated, info = self.env.step(action)
-        ctrl_cost = self.ctrl_cost_weight * float(np.sum(np.square(action)))
+        ctrl_cost = self.ctrl_cost_weight * np.sum(np.square(action))  # as v5 computes its own ctrl cost
         reward = -abs(info["x_velocity"] - self.goal_velocity) - ctrl_cost
         info["task"] = self.goal_velocity
         return obs, reward, terminated, truncated, info
