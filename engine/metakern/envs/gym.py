@@ -42,6 +42,33 @@ def _action_space(env: BatchedEnv) -> gymnasium.Space:
     return gymnasium.spaces.MultiDiscrete(np.full(fam.action_dim, fam.num_actions, dtype=np.int64))
 
 
+def vector_reset_options(options: dict[str, Any] | None, num_envs: int, task_key: str):
+    """Parse a vector env's ``reset`` options: ``(reset_mask or None, options[task_key] or None)``."""
+    options = dict(options or {})
+    mask = options.pop("reset_mask", None)
+    tasks = options.pop(task_key, None)
+    if options:
+        raise ValueError(f"unknown reset options {sorted(options)}; expected 'reset_mask' and/or {task_key!r}")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.shape != (num_envs,):
+            raise ValueError(f"reset_mask must be a bool array of shape ({num_envs},)")
+        if not mask.any():
+            raise ValueError("reset_mask must select at least one env")
+    return mask, tasks
+
+
+def add_final_obs(infos: dict[str, Any], done: np.ndarray, final: np.ndarray) -> None:
+    """SAME_STEP mode: gymnasium's ``final_obs`` (object array, set where ``done``) and ``final_info``."""
+    final_obs = np.empty(len(done), dtype=object)
+    for i in np.flatnonzero(done):
+        final_obs[i] = final[i]
+    infos["final_obs"] = final_obs
+    infos["_final_obs"] = done
+    infos["final_info"] = {}
+    infos["_final_info"] = done
+
+
 def _render_frames(env: BatchedEnv, indices) -> list[np.ndarray]:
     S, _, P = env._numpy_views()
     tasks = _numpy(env.bk["task"])
@@ -79,17 +106,7 @@ class MetakernVectorEnv(gymnasium.vector.VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        tasks = options.pop("tasks", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; expected 'reset_mask' and/or 'tasks'")
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,):
-                raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
-            if not mask.any():
-                raise ValueError("reset_mask must select at least one env")
+        mask, tasks = vector_reset_options(options, self.num_envs, "tasks")
         if tasks is not None:
             obs = self.env.set_tasks(torch.as_tensor(np.asarray(tasks), device=self.env.device), mask=mask)
         elif mask is not None:  # the trial goes on in the masked envs; a seed applies to later draws
@@ -109,14 +126,7 @@ class MetakernVectorEnv(gymnasium.vector.VectorEnv):
             infos["_" + key] = self._all
         done = _numpy(r.terminated | r.truncated)
         if "final_obs" in r.info:
-            final = _numpy(r.info["final_obs"])
-            final_obs = np.empty(self.num_envs, dtype=object)
-            for i in np.flatnonzero(done):
-                final_obs[i] = final[i]
-            infos["final_obs"] = final_obs
-            infos["_final_obs"] = done
-            infos["final_info"] = {}
-            infos["_final_info"] = done
+            add_final_obs(infos, done, _numpy(r.info["final_obs"]))
         return _numpy(r.obs), _numpy(r.reward), _numpy(r.terminated), _numpy(r.truncated), infos
 
     def render(self):

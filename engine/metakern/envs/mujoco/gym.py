@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium.vector.utils import batch_space
 
 from ..core import AutoresetMode
+from ..gym import add_final_obs, vector_reset_options
 from .env import MujocoBatchedEnv
 
 _GYM_MODES = {
@@ -56,15 +57,7 @@ class MujocoVectorEnv(gymnasium.vector.VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        params = options.pop("task_params", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; expected 'reset_mask' and/or 'task_params'")
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,):
-                raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
+        mask, params = vector_reset_options(options, self.num_envs, "task_params")
         if params is not None:
             if seed is not None:
                 self.env.reseed(seed)
@@ -86,14 +79,7 @@ class MujocoVectorEnv(gymnasium.vector.VectorEnv):
             infos["_" + key] = self._all
         done = (r.terminated | r.truncated).cpu().numpy()
         if "final_obs" in r.info:
-            final = r.info["final_obs"].cpu().numpy()
-            final_obs = np.empty(self.num_envs, dtype=object)
-            for i in np.flatnonzero(done):
-                final_obs[i] = final[i]
-            infos["final_obs"] = final_obs
-            infos["_final_obs"] = done
-            infos["final_info"] = {}
-            infos["_final_info"] = done
+            add_final_obs(infos, done, r.info["final_obs"].cpu().numpy())
         return (
             r.obs.cpu().numpy(),
             r.reward.cpu().numpy(),
