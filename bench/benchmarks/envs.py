@@ -25,9 +25,7 @@ IMPLS = sorted({i.name for c in _CPU_CASES for i in c.impls} | {"cuda"})
 
 
 def _find(case_id, device, impl):
-    if device == "cuda" and not torch.cuda.is_available():
-        raise NotImplementedError("no CUDA device")
-    return harness.find_runnable(_CPU_CASES if device == "cpu" else _cases(device), case_id, impl)
+    return harness.find_on_device(_CPU_CASES, _cases, case_id, device, impl)
 
 
 class EnvStep:

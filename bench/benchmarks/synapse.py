@@ -28,10 +28,9 @@ IMPLS = sorted({i.name for c in _CPU_CASES for i in c.impls} | {"triton"})
 
 
 def _find(case_id, device, impl):
-    if device == "cuda" and not torch.cuda.is_available():
-        raise NotImplementedError("no CUDA device")
-    found = _CPU_CASES if device == "cpu" else cases.synapse_cases(device, torch.float32)
-    return harness.find_runnable(found, case_id, impl)
+    return harness.find_on_device(
+        _CPU_CASES, lambda dev: cases.synapse_cases(dev, torch.float32), case_id, device, impl
+    )
 
 
 class Synapse:

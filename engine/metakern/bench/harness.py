@@ -206,6 +206,16 @@ def find_runnable(cases: Iterable[Case], case_id: str, impl: str) -> tuple[Case,
     raise NotImplementedError(f"no case {case_id}")
 
 
+def find_on_device(
+    cpu_cases: Iterable[Case], cases_for: Callable[[str], Iterable[Case]], case_id: str, device: str, impl: str
+) -> tuple[Case, Impl]:
+    """``find_runnable`` for an asv suite parametrised by device: the CPU cases built once at import,
+    the others by ``cases_for(device)`` on demand (never at import: asv forks from the importer)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    return find_runnable(cpu_cases if device == "cpu" else cases_for(device), case_id, impl)
+
+
 def backend_context(impl: Impl) -> contextlib.AbstractContextManager:
     return _backend.use_backend(impl.backend) if impl.backend is not None else contextlib.nullcontext()
 
