@@ -114,7 +114,8 @@ def peer_unavailable(name: str) -> str | None:
     return f"unknown peer {name!r} (known: {', '.join(PEERS)})"
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
+    """Installed version of a distribution, or 'not installed'."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -123,12 +124,13 @@ def _version(dist: str) -> str:
 
 def describe_peer(name: str) -> str:
     """The packages (with versions) a peer runs on, e.g. for a benchmark note."""
+    v = package_version
     if name in GYMNAX_ENVS:
-        return f"gymnax {_version('gymnax')} {GYMNAX_ENVS[name]}, jax {_version('jax')}, jaxlib {_version('jaxlib')}"
+        return f"gymnax {v('gymnax')} {GYMNAX_ENVS[name]}, jax {v('jax')}, jaxlib {v('jaxlib')}"
     if name == "minigrid":
-        return f"minigrid {_version('minigrid')}, gymnasium {_version('gymnasium')} SyncVectorEnv"
+        return f"minigrid {v('minigrid')}, gymnasium {v('gymnasium')} SyncVectorEnv"
     if name == "gym-sync":
-        return f"gymnasium {_version('gymnasium')} SyncVectorEnv"
+        return f"gymnasium {v('gymnasium')} SyncVectorEnv"
     return f"unknown peer {name!r}"
 
 

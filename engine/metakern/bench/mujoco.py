@@ -73,19 +73,16 @@ BASELINE = "gym-sync"
 # Availability
 
 
-BROKEN_MUJOCO = ("4.0.0",)  # sparse-Cholesky bug: wrong accelerations (metakern.envs.mujoco.sim refuses it too)
-
-
 @cache
 def mujoco_unavailable() -> str | None:
     """None if ``mujoco`` imports and is not a release with a known solver bug, else why not
-    (checked without metakern's engine, which the peers do not need)."""
+    (``metakern.envs.mujoco.sim.load_mujoco``'s check; it needs no compiled metakern module)."""
+    from ..envs.mujoco.sim import load_mujoco
+
     try:
-        mujoco = importlib.import_module("mujoco")
-    except Exception as exc:  # missing or broken install
-        return f"mujoco does not import ({type(exc).__name__}: {exc}): pip install 'mujoco>=3.2,<4'"
-    if mujoco.__version__ in BROKEN_MUJOCO:
-        return f"mujoco {mujoco.__version__} has a solver bug (wrong accelerations): pip install 'mujoco>=4.0.1'"
+        load_mujoco()
+    except Exception as exc:  # missing, broken or refused install
+        return str(exc)
     return None
 
 
@@ -119,18 +116,12 @@ def peer_unavailable(name: str) -> str | None:
     return mujoco_unavailable()
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def describe_peer(name: str) -> str:
     """The packages (with versions) behind a peer, for notes."""
     vector = "AsyncVectorEnv" if name == "gym-async" else "SyncVectorEnv"
     wrapped = "" if name == "gym-sync-plain" else " + CheetahVelReward"
-    return f"gymnasium {_version('gymnasium')} {vector} of {GYM_ID}{wrapped}, mujoco {_version('mujoco')}"
+    version = env_peers.package_version
+    return f"gymnasium {version('gymnasium')} {vector} of {GYM_ID}{wrapped}, mujoco {version('mujoco')}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import torch
 from .. import core
 from ..core import AutoresetMode, StepResult
 from .robots import ROBOTS
-from .sim import MjBatch, compile_model, gymnasium_asset
-from .tasks import get_family
+from .sim import MjBatch, ModelFacts, compile_model, gymnasium_asset
+from .tasks import RAND_PARAM_BASES, dynamics_fields, get_family
 
 _TASK_STREAM = 0x7A5C
 
@@ -127,7 +127,7 @@ class MujocoBatchedEnv:
         self.act_dim = self.sim.nu
         self.action_low, self.action_high = self.sim.action_bounds()
         self._qpos0, self._qvel0 = self.sim.initial_state()
-        self._base_fields = {f: self.sim.model_field(f) for f in self._dyn_fields()}
+        self._base_fields = {f: self.sim.model_field(f) for f in dynamics_fields(fam.dynamics)}
         self._ctrl = np.zeros((B, self.act_dim))
         self._action_mask = np.ones((B, self.act_dim))
         self._body_mass = np.tile(self.sim.body_mass(), (B, 1)) if self.sim.has_body_mass else None
@@ -161,18 +161,9 @@ class MujocoBatchedEnv:
             why = warp_available()
             if why:
                 raise RuntimeError(f"backend='warp' needs MuJoCo Warp: {why}")
-            return WarpSim(model, B, robot, self._dyn_fields(), "cuda" if self.device.type == "cuda" else "cpu")
+            fields = dynamics_fields(self.family.dynamics)
+            return WarpSim(model, B, robot, fields, "cuda" if self.device.type == "cuda" else "cpu")
         return _MjSim(model, B, robot, num_threads, backend)
-
-    def _dyn_fields(self) -> tuple[str, ...]:
-        dyn = self.family.dynamics
-        if dyn is None:
-            return ()
-        if dyn.kind == "rand_params":
-            return ("body_mass", "body_inertia", "dof_damping", "geom_friction")
-        if dyn.kind == "mass_damping":
-            return ("body_mass", "dof_damping")
-        return ("body_mass",)
 
     @staticmethod
     def _check_seed(seed: Any) -> int:
@@ -217,7 +208,7 @@ class MujocoBatchedEnv:
         base = self._base_fields
         if dyn.kind == "rand_params":
             off = 0
-            for f in ("body_mass", "body_inertia", "dof_damping", "geom_friction"):
+            for f in RAND_PARAM_BASES:
                 n = base[f].size
                 self.sim.set_model_field(i, f, base[f] * p[off : off + n].reshape(base[f].shape))
                 off += n
@@ -252,15 +243,9 @@ class MujocoBatchedEnv:
             raise ValueError("task params must be finite")
         self.task_params[ids] = p
         self.task_index[ids] = -1
-        saved = self.resample_tasks
-        self.resample_tasks = False
-        try:
-            ids_iter = range(self.num_envs) if m is None else np.flatnonzero(m)
-            for i in ids_iter:
-                self._reset_env(int(i), True, draw=False)
-            return self._refresh_obs()
-        finally:
-            self.resample_tasks = saved
+        for i in ids:
+            self._reset_env(int(i), True, draw=False)
+        return self._refresh_obs()
 
     @property
     def task_params_names(self) -> tuple[str, ...]:
@@ -341,7 +326,9 @@ class MujocoBatchedEnv:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=self._np_dtype))
         return t if self.device.type == "cpu" else t.to(self.device)
 
-    def _check_actions(self, actions: Any) -> np.ndarray:
+    def _check_actions(self, actions: Any) -> tuple[np.ndarray, type]:
+        """The actions as float64 ``[B, act_dim]``, and the dtype the control cost is summed in
+        (the actions' own precision, as gymnasium does)."""
         a = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
         if a.shape != (self.num_envs, self.act_dim):
             raise ValueError(f"actions must have shape ({self.num_envs}, {self.act_dim}), got {a.shape}")
@@ -349,15 +336,14 @@ class MujocoBatchedEnv:
             raise TypeError(f"actions must be real numbers, got dtype {a.dtype}")
         if not np.isfinite(a).all():
             raise ValueError("actions contain NaN or infinity")
-        # the control cost is summed in the action's own precision, as gymnasium does
-        self._cost_dtype = np.float32 if a.dtype == np.float32 else np.float64
-        return np.ascontiguousarray(a, dtype=np.float64)
+        cost_dtype = np.float32 if a.dtype == np.float32 else np.float64
+        return np.ascontiguousarray(a, dtype=np.float64), cost_dtype
 
     def step(self, actions: Any) -> StepResult:
         """Step every env with ``actions`` ``[B, act_dim]`` (torch or numpy). Out-of-range
         actions are passed on as gymnasium does (MuJoCo clamps the controls; the control cost
         sees the raw action)."""
-        a = self._check_actions(actions)
+        a, cost_dtype = self._check_actions(actions)
         B = self.num_envs
         mode = self.autoreset_mode
         pending = self._needs_reset.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros(B, dtype=bool)
@@ -370,7 +356,7 @@ class MujocoBatchedEnv:
         self.sim.step(ctrl, active)
         out = self.sim.out
         after = self.robot.position(out, self._body_mass)
-        k = self.robot.kinematics(before, after, self.dt, ctrl.astype(self._cost_dtype, copy=False), out)
+        k = self.robot.kinematics(before, after, self.dt, ctrl.astype(cost_dtype, copy=False), out)
         reward, terms = self.family.reward(k, self.task_params, self.reward_options)
         obs = self.robot.observation(out)
         terminated = ~k.healthy if (self.robot.terminates and self.terminate_when_unhealthy) else np.zeros(B, bool)
@@ -434,13 +420,11 @@ class MujocoBatchedEnv:
         return self._episode.copy()
 
 
-class _MjSim:
+class _MjSim(ModelFacts):
     """The MuJoCo side of one env batch: an ``MjBatch`` plus the robot's model facts."""
 
-    has_body_mass = True
-
     def __init__(self, model, B: int, robot, num_threads: int, backend: str):
-        self.model_like = model
+        super().__init__(model, robot)
         self.batch = MjBatch(
             model,
             B,
@@ -451,18 +435,6 @@ class _MjSim:
             backend=backend,
         )
         self.out = self.batch.out
-        self.nu = model.nu
-        self.dt = float(model.opt.timestep) * robot.frame_skip
-
-    def action_bounds(self):
-        rng = self.model_like.actuator_ctrlrange.copy()
-        return rng[:, 0].astype(np.float32), rng[:, 1].astype(np.float32)
-
-    def initial_state(self):
-        return self.model_like.qpos0.ravel().copy(), np.zeros(self.model_like.nv)
-
-    def model_field(self, name):
-        return self.batch.model_field(name)
 
     def set_model_field(self, i, name, value):
         self.batch.set_model_field(i, name, value)
@@ -473,11 +445,6 @@ class _MjSim:
     def body_mass(self, i: int | None = None):
         m = self.model_like if i is None else self.batch.models[i]
         return m.body_mass.copy()
-
-    def dynamics_size(self, dyn):
-        from .tasks import dynamics_size
-
-        return dynamics_size(dyn, self.model_like)
 
     def reset_state(self, i, qpos, qvel):
         self.batch.reset_state(i, qpos, qvel)

@@ -48,8 +48,7 @@ class MujocoVectorEnv(gymnasium.vector.VectorEnv):
     def __init__(self, env: MujocoBatchedEnv):
         self.env = env
         self.num_envs = env.num_envs
-        dtype = np.float64 if env.obs_dtype.is_floating_point and env._np_dtype == np.float64 else np.float32
-        self.single_observation_space, self.single_action_space = _spaces(env, dtype)
+        self.single_observation_space, self.single_action_space = _spaces(env, env._np_dtype)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.metadata = {"autoreset_mode": _GYM_MODES[env.autoreset_mode]}

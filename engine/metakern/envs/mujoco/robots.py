@@ -36,14 +36,16 @@ class Robot:
     gym_id: str
     fields: tuple[Any, ...] = ()
     post_constraint: bool = False  # observation or reward reads cfrc_ext
+    normal_qvel_noise: bool = False  # v5 HalfCheetah / Ant: qvel + scale * N(0, 1); others: uniform
     defaults: dict[str, float] = field(default_factory=dict)  # v5 reward weights
 
     # -- per-env reset (gymnasium's draw order, on the env's own generator) ----------------------
     def reset_state(self, rng: np.random.Generator, qpos0: np.ndarray, qvel0: np.ndarray):
         s = self.reset_noise_scale
         qpos = qpos0 + rng.uniform(low=-s, high=s, size=qpos0.size)
-        qvel = qvel0 + rng.uniform(low=-s, high=s, size=qvel0.size)
-        return qpos, qvel
+        if self.normal_qvel_noise:
+            return qpos, qvel0 + s * rng.standard_normal(qvel0.size)
+        return qpos, qvel0 + rng.uniform(low=-s, high=s, size=qvel0.size)
 
     # -- vectorised parts -------------------------------------------------------------------------
     def position(self, out: dict[str, np.ndarray], body_mass: np.ndarray | None) -> np.ndarray:
@@ -102,12 +104,6 @@ class _Planar(Robot):
 class HalfCheetah(_Planar):
     clip_qvel = False
 
-    def reset_state(self, rng, qpos0, qvel0):
-        s = self.reset_noise_scale
-        qpos = qpos0 + rng.uniform(low=-s, high=s, size=qpos0.size)
-        qvel = qvel0 + s * rng.standard_normal(qvel0.size)
-        return qpos, qvel
-
 
 class Hopper(_Planar):
     def healthy(self, out):
@@ -134,12 +130,6 @@ class Walker2d(_Planar):
 
 class Ant(Robot):
     """Ant-v5: observation qpos[2:], qvel, clip(cfrc_ext[1:], -1, 1); velocity of the torso's xpos."""
-
-    def reset_state(self, rng, qpos0, qvel0):
-        s = self.reset_noise_scale
-        qpos = qpos0 + rng.uniform(low=-s, high=s, size=qpos0.size)
-        qvel = qvel0 + s * rng.standard_normal(qvel0.size)
-        return qpos, qvel
 
     def position(self, out, body_mass):
         return out["xpos"][:, 0:2].copy()  # xpos rows gathered from body 1 (the torso)
@@ -223,6 +213,7 @@ ROBOTS: dict[str, Robot] = {
         0.1,
         "HalfCheetah-v5",
         ("qpos", "qvel"),
+        normal_qvel_noise=True,
         defaults={"forward_reward_weight": 1.0, "ctrl_cost_weight": 0.1},
     ),
     "hopper": Hopper(
@@ -251,6 +242,7 @@ ROBOTS: dict[str, Robot] = {
         "Ant-v5",
         ("qpos", "qvel", ("xpos", slice(1, 2)), "cfrc_ext"),
         post_constraint=True,
+        normal_qvel_noise=True,
         defaults={
             "forward_reward_weight": 1.0,
             "ctrl_cost_weight": 0.5,

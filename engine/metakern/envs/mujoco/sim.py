@@ -79,6 +79,36 @@ def _addresses(arrays) -> np.ndarray:
     return np.array([a.ctypes.data for a in arrays], dtype=np.int64)
 
 
+class ModelFacts:
+    """What an env batch reads from the compiled model, whichever engine steps it."""
+
+    has_body_mass = True
+
+    def __init__(self, model, robot):
+        self.model_like = model
+        self.nu = model.nu
+        self.dt = float(model.opt.timestep) * robot.frame_skip
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        r = self.model_like.actuator_ctrlrange
+        return r[:, 0].astype(np.float32), r[:, 1].astype(np.float32)
+
+    def initial_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.model_like.qpos0.ravel().copy(), np.zeros(self.model_like.nv)
+
+    def model_field(self, name: str) -> np.ndarray:
+        """The base model's value of a real ``MjModel`` array field (a copy)."""
+        value = getattr(self.model_like, name, None)
+        if not isinstance(value, np.ndarray) or value.dtype != np.float64:
+            raise ValueError(f"MjModel has no real-valued array field {name!r}")
+        return value.copy()
+
+    def dynamics_size(self, dyn) -> int:
+        from .tasks import dynamics_size
+
+        return dynamics_size(dyn, self.model_like)
+
+
 class MjBatch:
     """B simulations of one MJCF model, each with its own ``MjModel`` copy and ``MjData``.
 
@@ -200,13 +230,6 @@ class MjBatch:
             d.act[:] = None
         mj.mj_forward(m, d)
         self._gather_row(i)
-
-    def model_field(self, name: str) -> np.ndarray:
-        """The base model's value of a real ``MjModel`` field (a copy)."""
-        value = getattr(self.base, name, None)
-        if not isinstance(value, np.ndarray) or value.dtype != np.float64:
-            raise ValueError(f"MjModel has no real-valued array field {name!r}")
-        return value.copy()
 
     def set_model_field(self, i: int, name: str, value: np.ndarray) -> None:
         """Write simulation i's ``MjModel.<name>`` (same shape as the base model's)."""

@@ -106,6 +106,17 @@ class Dynamics:
 RAND_PARAM_BASES = {"body_mass": 1.5, "body_inertia": 1.5, "dof_damping": 1.3, "geom_friction": 1.5}
 
 
+def dynamics_fields(dyn: Dynamics | None) -> tuple[str, ...]:
+    """The ``MjModel`` fields a dynamics kind writes per task."""
+    if dyn is None:
+        return ()
+    if dyn.kind == "rand_params":
+        return tuple(RAND_PARAM_BASES)
+    if dyn.kind == "mass_damping":
+        return ("body_mass", "dof_damping")
+    return ("body_mass",)  # cripple
+
+
 def dynamics_size(dyn: Dynamics | None, model) -> int:
     if dyn is None:
         return 0

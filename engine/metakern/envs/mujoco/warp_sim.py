@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .sim import ModelFacts
+
 
 def warp_available() -> str | None:
     """None if mujoco_warp and warp import, else why not."""
@@ -28,21 +30,17 @@ def warp_available() -> str | None:
     return None
 
 
-class WarpSim:
-    has_body_mass = True
-
+class WarpSim(ModelFacts):
     def __init__(self, model, B: int, robot, dyn_fields: tuple[str, ...], device: str):
         import mujoco_warp as mjw
         import warp as wp
 
+        super().__init__(model, robot)
         wp.init()
         self.wp, self.mjw = wp, mjw
         self.device = device
-        self.model_like = model
         self.B = B
         self.robot = robot
-        self.nu = model.nu
-        self.dt = float(model.opt.timestep) * robot.frame_skip
         with wp.ScopedDevice(device):
             self.m = mjw.put_model(model, batch_sizes={f: B for f in dyn_fields})
             self.d = mjw.make_data(model, nworld=B, nconmax=max(64, 4 * model.ngeom), njmax=max(256, 16 * model.nv))
@@ -52,22 +50,6 @@ class WarpSim:
         self.out: dict[str, np.ndarray] = {}
         self._fields = [(f, slice(None)) if isinstance(f, str) else f for f in robot.fields]
         self._gather()
-
-    # model facts (same as the C MuJoCo sim)
-    def action_bounds(self):
-        r = self.model_like.actuator_ctrlrange
-        return r[:, 0].astype(np.float32), r[:, 1].astype(np.float32)
-
-    def initial_state(self):
-        return self.model_like.qpos0.ravel().copy(), np.zeros(self.model_like.nv)
-
-    def model_field(self, name):
-        return getattr(self.model_like, name).copy()
-
-    def dynamics_size(self, dyn):
-        from .tasks import dynamics_size
-
-        return dynamics_size(dyn, self.model_like)
 
     def body_mass(self, i: int | None = None):
         if i is None or "body_mass" not in self._dyn:
@@ -123,6 +105,4 @@ class WarpSim:
 
     def _gather(self):
         for name, rows in self._fields:
-            arr = getattr(self.d, name).numpy()
-            arr = arr[:, rows] if arr.ndim > 2 or rows != slice(None) else arr
-            self.out[name] = arr.reshape(self.B, -1).astype(np.float64)
+            self.out[name] = getattr(self.d, name).numpy()[:, rows].reshape(self.B, -1).astype(np.float64)
