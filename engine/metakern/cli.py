@@ -1,4 +1,4 @@
-"""The ``metakern`` command: ``info``, ``analysis``, ``bench``, ``profile``."""
+"""The ``metakern`` command: ``info``, ``train``, ``analysis``, ``bench``, ``profile``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="what was built and which backend runs on each device")
     info.set_defaults(func=lambda args: _info())
+    from .algos.cli import add_parser as add_train_parser
+
+    add_train_parser(sub)
     from .analysis import add_parser as add_analysis_parser
 
     add_analysis_parser(sub)
