@@ -257,3 +257,18 @@ def test_bench_case_runs_every_implementation():
         fn = impl.setup(inputs)
         fn()
         fn()
+
+
+def test_asv_maml_suite_builds_from_the_case():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "maml.py"
+    spec = importlib.util.spec_from_file_location("asv_maml", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    assert suite.CASE == bench_maml.krazyworld_case().id
+    bench = suite.MAMLMetaIteration()
+    bench.setup("cpp")
+    bench.time_meta_iteration("cpp")
+    assert bench.case.items > 0

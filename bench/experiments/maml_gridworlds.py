@@ -1,6 +1,7 @@
 """MAML vs E-MAML on Krazy World and mazes over several seeds (issue 7's learning curves).
 
     python bench/experiments/maml_gridworlds.py OUT [--seeds 3] [--iterations 200] [--envs krazyworld maze]
+        [--inner-lr X] [--outer-lr Y]
 
 Runs ``metakern train maml`` and ``metakern train emaml`` (defaults otherwise) for every env and
 seed into OUT/<algo>-<env>-s<seed>/, then writes OUT/table.md (E-MAML protocol on the held-out
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=20)
     ap.add_argument("--envs", nargs="+", default=["krazyworld", "maze"])
+    ap.add_argument("--inner-lr", type=float, default=None, help="default: the config's")
+    ap.add_argument("--outer-lr", type=float, default=None, help="default: the config's")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -45,8 +48,9 @@ def main() -> None:
         for name, mod in ALGOS.items():
             for seed in range(args.seeds):
                 path = args.out / f"{name}-{env}-s{seed}"
+                lrs = {k: v for k, v in (("inner_lr", args.inner_lr), ("outer_lr", args.outer_lr)) if v is not None}
                 cfg = mod.CONFIG(env=env, seed=seed, iterations=args.iterations, eval_every=args.eval_every,
-                                 checkpoint_every=args.iterations)  # fmt: skip
+                                 checkpoint_every=args.iterations, **lrs)  # fmt: skip
                 if not (path / "checkpoint.pt").exists():
                     mod.train(cfg, path, progress=True)
                 runs.setdefault((name, env), []).append(path)
