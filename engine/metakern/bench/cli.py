@@ -32,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             "wildcard (*?[) as fnmatch, else as a substring."
         ),
     )
-    bench.add_argument("--quick", action="store_true", help="fewer, shorter samples (about 105 s on 2 cores)")
+    bench.add_argument("--quick", action="store_true", help="fewer, shorter samples (about 150 s on 2 cores)")
     bench.add_argument("--only", action="append", metavar="PATTERN", help="run only matching rows (repeatable)")
     bench.add_argument(
         "--device",
