@@ -32,8 +32,12 @@ def tiny(**kw) -> maml.MAMLConfig:
 
 
 def collected(algo: maml.MAML, it: int = 0):
+    """(inner, W_K, chain, post, mdp) of one training sample."""
     tasks = torch.arange(algo.cfg.meta_batch)
-    return algo.sample(algo.train_env, tasks, algo.cfg.episodes_per_task, it, "train")
+    gen = torch.Generator().manual_seed(it)
+    envs, episodes = (algo.train_env,) * 2, (algo.cfg.episodes_per_task,) * 2
+    inner, chain, post, mdp = algo.sample(envs, tasks, episodes, gen, it, "train")
+    return inner, chain[-1], chain, post, mdp
 
 
 # -- configuration ---------------------------------------------------------------------------------

@@ -14,13 +14,6 @@ from typing import Any
 
 from . import ALGORITHMS, algorithm
 
-_HELP = {
-    "maml": "MAML-RL (estimator per slot; outer VPG, PPO or TRPO)",
-    "emaml": "E-MAML (MAML + the exploration term)",
-    "promp": "ProMP (LVC inner step, clipped outer with a KL penalty)",
-    "lola": "LOLA-DiCE on the iterated prisoner's dilemma",
-}
-
 
 def _add_config_flags(p: argparse.ArgumentParser, config_cls: type, envs: tuple[str, ...]) -> None:
     for f in dataclasses.fields(config_cls):
@@ -40,7 +33,8 @@ def add_parser(sub: Any) -> None:
     algos = train.add_subparsers(dest="algo", required=True, metavar="ALGO")
     for name in ALGORITHMS:
         mod = algorithm(name)
-        p = algos.add_parser(name, help=_HELP[name], description=(mod.__doc__ or "").split("\n\n")[0])
+        doc = mod.__doc__ or name
+        p = algos.add_parser(name, help=doc.splitlines()[0], description=doc.split("\n\n")[0])
         _add_config_flags(p, mod.CONFIG, tuple(mod.ENVS))
         p.add_argument("--out", default=None, help="run folder (default runs/ALGO-ENV-sSEED)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

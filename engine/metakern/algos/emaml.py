@@ -9,23 +9,18 @@ geyang/e-maml), every other setting shared, so the two are compared like for lik
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
+import functools
+from dataclasses import dataclass
 
-from .maml import MAML, MAMLConfig
-from .maml import train as _train
+from . import maml
+from .rollout import ENVS
 
 
 @dataclass
-class EMAMLConfig(MAMLConfig):
+class EMAMLConfig(maml.MAMLConfig):
     exploration_weight: float = 1.0
 
 
-def train(config: EMAMLConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True):
-    """``maml.train`` with the E-MAML config (see its docstring)."""
-    return _train(config, run_dir, resume=resume, progress=progress, algo_cls=MAML, name="emaml")
-
-
+train = functools.partial(maml.train, name="emaml")  # maml.train with the E-MAML config
 CONFIG = EMAMLConfig
-ENVS = ("krazyworld", "maze", "tabular")
-FIELDS = tuple(f.name for f in fields(EMAMLConfig))
+__all__ = ["CONFIG", "ENVS", "EMAMLConfig", "train"]

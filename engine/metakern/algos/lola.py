@@ -168,9 +168,11 @@ def validate_config(cfg: LolaConfig) -> None:
 
 def log_prob(theta: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """log pi_theta(a | s) of the memory-one Bernoulli policy: log sigmoid(theta[s]) for a = 0 (defect),
-    log sigmoid(-theta[s]) for a = 1; theta [5] (differentiable, any order), states/actions integer [...]."""
+    log sigmoid(-theta[s]) for a = 1 (differentiable, any order). theta [5] with states/actions integer
+    [...], or one parameter row per trajectory, theta [N, 5] with states/actions [N, T]."""
     sign = 1.0 - 2.0 * actions.to(theta.dtype)
-    return F.logsigmoid(sign * theta[states.long()])
+    logits = theta[states.long()] if theta.dim() == 1 else theta.gather(1, states.long())
+    return F.logsigmoid(sign * logits)
 
 
 def p_cooperate(theta: torch.Tensor) -> torch.Tensor:
@@ -205,18 +207,12 @@ def rollout(env, theta1: torch.Tensor, theta2: torch.Tensor, length: int, gen: t
         s = obs.long()
     blogp = torch.stack(
         (
-            _rowwise_log_prob(theta1, states[..., 0], actions[..., 0]),
-            _rowwise_log_prob(theta2, states[..., 1], actions[..., 1]),
+            log_prob(theta1.to(DTYPE), states[..., 0], actions[..., 0]),
+            log_prob(theta2.to(DTYPE), states[..., 1], actions[..., 1]),
         ),
         dim=-1,
     )
     return {"states": states, "actions": actions, "rewards": rewards.to(DTYPE), "blogp": blogp}
-
-
-def _rowwise_log_prob(theta_rows: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """log pi(a | s) with one parameter row per trajectory: theta_rows [N, 5], states/actions [N, T]."""
-    sign = 1.0 - 2.0 * actions.to(DTYPE)
-    return F.logsigmoid(sign * theta_rows.to(DTYPE).gather(1, states))
 
 
 def _rows(data: dict, sl: slice) -> dict:

@@ -56,7 +56,7 @@ import itertools
 import math
 import time
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,22 +257,25 @@ class MAML:
             chain.append(W)
         return W, chain
 
-    def sample(self, env, tasks, episodes_per_task, it, tag):
-        """Inner episodes and adapted weights (graph from theta) plus the post-update episodes."""
+    def sample(self, envs, tasks, episodes, gen, it, tag, *, create_graph: bool = True):
+        """K rounds of (collect ``episodes[0]`` episodes per task on ``envs[0]`` with W_k, inner step),
+        then ``episodes[1]`` post-update episodes per task on ``envs[1]`` with W_K. Returns
+        ``(inner, chain, post, mdp)``: the inner (episodes, signals), the weights W_0 .. W_K (with
+        their graph from theta when ``create_graph``) and the post-update episodes."""
         cfg = self.cfg
-        gen = torch.Generator(device=self.device).manual_seed(_seed(cfg.seed, it, tag, "actions"))
-        mdp = self._mdp(env, tasks)
-        W = self.theta.expand(len(tasks), *self.theta.shape).contiguous()
+        mdp = self._mdp(envs[0], tasks)
+        theta = self.theta if create_graph else self.theta.detach()
+        W = theta.expand(len(tasks), *theta.shape).contiguous()
         chain, inner = [W], []
         for k in range(cfg.inner_steps):
-            ep = rollout.collect(env, self.spec, W, tasks, episodes_per_task, gen, _seed(cfg.seed, it, tag, k))
+            ep = rollout.collect(envs[0], self.spec, W, tasks, episodes[0], gen, _seed(cfg.seed, it, tag, k))
             sig = Signals(ep, cfg.gamma)
             inner.append((ep, sig))
-            W = self.adapt(W, ep, sig, mdp, create_graph=True)
+            with torch.enable_grad():
+                W = self.adapt(W, ep, sig, mdp, create_graph=create_graph)
             chain.append(W)
-        seed = _seed(cfg.seed, it, tag, "post")
-        post = rollout.collect(env, self.spec, W, tasks, episodes_per_task, gen, seed)
-        return inner, W, chain, post, mdp
+        post = rollout.collect(envs[1], self.spec, W, tasks, episodes[1], gen, _seed(cfg.seed, it, tag, "post"))
+        return inner, chain, post, mdp
 
     def _emaml_term(self, inner, post, theta):
         """E-MAML's exploration term on the first inner batch (sampled with theta itself)."""
@@ -308,7 +311,10 @@ class MAML:
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(_seed(cfg.seed, it, "tasks"))
         tasks = torch.randperm(self.spec.num_train_tasks, generator=g)[: cfg.meta_batch].to(self.device)
-        inner, W, chain, post, mdp = self.sample(self.train_env, tasks, cfg.episodes_per_task, it, "train")
+        gen = torch.Generator(device=self.device).manual_seed(_seed(cfg.seed, it, "train", "actions"))
+        envs, episodes = (self.train_env,) * 2, (cfg.episodes_per_task,) * 2
+        inner, chain, post, mdp = self.sample(envs, tasks, episodes, gen, it, "train")
+        W = chain[-1]
         post_sig = Signals(post, cfg.gamma)
         steps = sum(ep.env_steps for ep, _ in inner) + post.env_steps
         self.env_steps += steps
@@ -338,7 +344,7 @@ class MAML:
                 self.opt.step()
             row["loss"], row["kl"] = float(loss.detach()), float(kl)
         else:
-            row.update(self._trpo(W, chain, inner, post, post_sig, mdp))
+            row.update(self._trpo(chain, inner, post, post_sig, mdp))
         pre_ret = inner[0][0].episode_return().mean()
         row.update(
             pre_return=float(pre_ret),
@@ -377,8 +383,9 @@ class MAML:
 
         return fvp
 
-    def _trpo(self, W, chain, inner, post, post_sig, mdp) -> dict[str, float]:
+    def _trpo(self, chain, inner, post, post_sig, mdp) -> dict[str, float]:
         cfg = self.cfg
+        W = chain[-1]
         J = objective(cfg.outer_estimator, post, post_sig, W, cfg, mdp).mean()
         if cfg.exploration_weight > 0:
             J = J + cfg.exploration_weight * self._emaml_term(inner, post, self.theta)
@@ -414,21 +421,13 @@ class MAML:
 
     def evaluate(self, it: int) -> dict[str, float]:
         cfg = self.cfg
-        env_pre, env_post = self.eval_envs
         tasks = torch.arange(cfg.eval_tasks, device=self.device).repeat(cfg.eval_repeats)
         gen = torch.Generator(device=self.device).manual_seed(_seed(cfg.seed, it, "eval"))
-        mdp = self._mdp(env_pre, tasks)
-        W = self.theta.detach().expand(len(tasks), *self.theta.shape).contiguous()
-        explore = []
-        for k in range(cfg.inner_steps):
-            ep = rollout.collect(env_pre, self.spec, W, tasks, cfg.eval_explore, gen, _seed(cfg.seed, it, "eval", k))
-            explore.append(ep)
-            with torch.enable_grad():
-                W = self.adapt(W, ep, Signals(ep, cfg.gamma), mdp, create_graph=False)
-        ex = rollout.collect(env_post, self.spec, W, tasks, cfg.eval_exploit, gen, _seed(cfg.seed, it, "eval", "post"))
+        episodes = (cfg.eval_explore, cfg.eval_exploit)
+        inner, _, exploit, _ = self.sample(self.eval_envs, tasks, episodes, gen, it, "eval", create_graph=False)
         return {
-            "eval_pre_return": float(explore[0].episode_return().mean()),
-            "eval_post_return": float(ex.episode_return().mean()),
+            "eval_pre_return": float(inner[0][0].episode_return().mean()),
+            "eval_post_return": float(exploit.episode_return().mean()),
         }
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -470,13 +469,13 @@ PLOTS = (("pre_return", "post_return"), ("eval_pre_return", "eval_post_return"),
 
 
 def train(config: MAMLConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
-          algo_cls: type[MAML] = MAML, name: str = "maml") -> dict[str, float]:  # fmt: skip
+          name: str = "maml") -> dict[str, float]:  # fmt: skip
     """Meta-train for ``config.iterations`` iterations in the run folder ``run_dir`` (``algos.run``):
     a metrics row per iteration (evaluation columns every ``eval_every``), checkpoints every
     ``checkpoint_every`` and at the end, plots at the end. Returns the last row with evaluation."""
     config.validate()
     run = Run(run_dir, config, resume=resume)
-    algo = algo_cls(config)
+    algo = MAML(config)
     if run.state is not None:
         algo.load_state_dict(run.state)
     bar = Progress(config.iterations, f"{name} {config.env}", start=run.start, enabled=progress)
@@ -516,4 +515,3 @@ def _column_order(key: str) -> int:
 
 CONFIG = MAMLConfig
 ENVS = rollout.ENVS
-FIELDS = tuple(f.name for f in fields(MAMLConfig))

@@ -12,15 +12,15 @@ ProMP's defaults: 5 PPO steps, clip 0.3; eta is ours (ProMP adapts it per inner 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
+import functools
+from dataclasses import dataclass
 
-from .maml import MAML, MAMLConfig
-from .maml import train as _train
+from . import maml
+from .rollout import ENVS
 
 
 @dataclass
-class ProMPConfig(MAMLConfig):
+class ProMPConfig(maml.MAMLConfig):
     inner_estimator: str = "lvc"
     outer: str = "ppo"
     ppo_epochs: int = 5
@@ -29,11 +29,6 @@ class ProMPConfig(MAMLConfig):
     outer_lr: float = 0.02
 
 
-def train(config: ProMPConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True):
-    """``maml.train`` with the ProMP config (see its docstring)."""
-    return _train(config, run_dir, resume=resume, progress=progress, algo_cls=MAML, name="promp")
-
-
+train = functools.partial(maml.train, name="promp")  # maml.train with the ProMP config
 CONFIG = ProMPConfig
-ENVS = ("krazyworld", "maze", "tabular")
-FIELDS = tuple(f.name for f in fields(ProMPConfig))
+__all__ = ["CONFIG", "ENVS", "ProMPConfig", "train"]

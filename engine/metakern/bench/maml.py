@@ -23,6 +23,7 @@ implementation, and each implementation's own mean is recorded in its notes by t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -139,7 +140,7 @@ class ReferenceMAML:
 def _restoring(algo: Any) -> Callable[[], None]:
     """A call of one meta-iteration from the saved starting point (theta and optimiser state)."""
     theta0 = algo.theta.detach().clone()
-    opt0 = {k: v for k, v in algo.opt.state_dict().items()}
+    opt0 = copy.deepcopy(algo.opt.state_dict())
     counter = [0]
 
     def run() -> None:
