@@ -8,6 +8,8 @@ does not exist or cannot run here. ``time_steps`` is one call (B * K env-steps);
 ``track_env_steps_per_s`` reports env-steps/s from the same call timed by the bench harness.
 """
 
+import functools
+
 import torch
 from metakern.bench import harness
 
@@ -36,11 +38,8 @@ class EnvStep:
     timeout = 600
 
     def setup(self, case_id, device, impl):
-        def build():
-            case, found = _find(case_id, device, impl)
-            return (case, *harness.warmed_up(found, case))
-
-        self.case, self.fn, self.sync = harness.keep_latest((case_id, device, impl), build)
+        find = functools.partial(_find, case_id, device, impl)
+        self.case, self.fn, self.sync = harness.kept_warm((case_id, device, impl), find)
 
     def time_steps(self, case_id, device, impl):
         self.fn()

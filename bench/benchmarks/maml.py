@@ -23,12 +23,10 @@ class MAMLMetaIteration:
     timeout = 600
 
     def setup(self, impl):
-        def build():
-            cases = list(harness.families()["maml"](torch.device("cpu"), torch.float32))
-            case, found = harness.find_runnable(cases, CASE, impl)
-            return (case, *harness.warmed_up(found, case))
+        def find():
+            return harness.find_runnable(harness.families()["maml"](torch.device("cpu"), torch.float32), CASE, impl)
 
-        self.case, self.fn, self.sync = harness.keep_latest(("maml", CASE, impl), build)
+        self.case, self.fn, self.sync = harness.kept_warm(("maml", CASE, impl), find)
 
     def time_meta_iteration(self, impl):
         self.fn()

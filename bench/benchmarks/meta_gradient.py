@@ -8,6 +8,8 @@ cannot run here. ``time_*`` synchronize the device after each call; ``peakmem_*`
 peak RSS; ``track_speedup`` is the speed-up over the case's baseline from one quick measurement.
 """
 
+import functools
+
 import torch
 from metakern.bench import harness
 
@@ -43,11 +45,8 @@ class MetaGradient:
     timeout = 300
 
     def setup(self, case_id, device, impl):
-        def build():
-            case, found = _find(case_id, device, impl)
-            return harness.warmed_up(found, case)
-
-        self.fn, self.sync = harness.keep_latest((case_id, device, impl), build)
+        find = functools.partial(_find, case_id, device, impl)
+        _, self.fn, self.sync = harness.kept_warm((case_id, device, impl), find)
 
     def time_call(self, case_id, device, impl):
         self.fn()

@@ -32,11 +32,10 @@ class MujocoStep:
     timeout = 300
 
     def setup(self, impl):
-        def build():
-            case, found = harness.find_runnable(_cases(), CASE, impl)
-            return (case, *harness.warmed_up(found, case))
+        def find():
+            return harness.find_runnable(_cases(), CASE, impl)
 
-        self.case, self.fn, self.sync = harness.keep_latest(("mujoco", CASE, impl), build)
+        self.case, self.fn, self.sync = harness.kept_warm(("mujoco", CASE, impl), find)
 
     def time_step(self, impl):
         self.fn()

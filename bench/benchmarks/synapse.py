@@ -14,6 +14,8 @@ measured in the same process by the bench harness (quick settings; peak memory a
 ``metakern bench`` measures it).
 """
 
+import functools
+
 import torch
 from metakern.bench import harness
 from metakern.bench import synapse as cases
@@ -41,11 +43,8 @@ class Synapse:
     timeout = 600
 
     def setup(self, case_id, device, impl):
-        def build():
-            case, found = _find(case_id, device, impl)
-            return harness.warmed_up(found, case)
-
-        self.fn, self.sync = harness.keep_latest((case_id, device, impl), build)
+        find = functools.partial(_find, case_id, device, impl)
+        _, self.fn, self.sync = harness.kept_warm((case_id, device, impl), find)
 
     def time_call(self, case_id, device, impl):
         self.fn()

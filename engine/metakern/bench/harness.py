@@ -307,6 +307,17 @@ def keep_latest(key: Any, build: Callable[[], Any]) -> Any:
     return _KEPT[key]
 
 
+def kept_warm(key: Any, find: Callable[[], tuple[Case, Impl]]) -> tuple[Case, Callable[[], Any], Callable[[], None]]:
+    """What an asv ``setup`` needs: ``(case, fn, sync)`` for the case and implementation ``find()``
+    returns, warmed up (``warmed_up``) and kept for ``key`` (``keep_latest``)."""
+
+    def build():
+        case, impl = find()
+        return (case, *warmed_up(impl, case))
+
+    return keep_latest(key, build)
+
+
 def synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
