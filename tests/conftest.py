@@ -109,3 +109,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_cuda)
         if "triton" in item.keywords and not has_triton:
             item.add_marker(skip_triton)
+
+
+@pytest.fixture
+def one_thread():
+    """Algorithm runs are hundreds of tiny per-step ops: torch's intra-op pool only adds spin-waits
+    (badly so when xdist workers share the cores), so their tests run on one thread
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -13,15 +13,7 @@ from metakern.algos import emaml, maml, promp, rollout
 from metakern.bench import maml as bench_maml
 from metakern.cli import main as cli_main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These runs are hundreds of tiny per-step ops: torch's intra-op pool only adds spin-waits
-    (badly so when xdist workers share the cores), so the tests run them on one thread."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> maml.MAMLConfig:

@@ -18,6 +18,8 @@ FACTORIES = [
     ("maze", "Maze", {"size": 20}),
     ("tabular", "TabularMDP", {}),
     ("ipd", "IPD", {}),
+    ("harlow", "Harlow", {}),
+    ("harlow", "Harlow", {"width": 4, "fixation_steps": 0, "presentations": 3}),
 ]
 MODES = ["next_step", "same_step", "disabled"]
 

@@ -14,10 +14,16 @@ emaml      E-MAML: MAML + the exploration term (``emaml.py``)                 kr
 promp      ProMP: LVC inner step, clipped outer with a KL penalty            krazyworld, maze,
            (``promp.py``)                                                     tabular
 lola       LOLA-DiCE, on- and off-policy, and naive learners (``lola.py``)    ipd
+rl2        RL2: GRU actor-critic over trials, recurrent PPO / A2C with         krazyworld, maze,
+           truncated BPTT (``rl2.py``, machinery in ``recurrent.py``)          harlow
+erl2       E-RL2: RL2 without the exploratory episodes' rewards in the         krazyworld, maze,
+           objective (``erl2.py``)                                            harlow
+metods     MetODS: the dynamic-synapse policy on the fused op, same            krazyworld, maze,
+           training loop (``metods.py``)                                      harlow
 =========  =================================================================  =====================
 """
 
-ALGORITHMS = ("maml", "emaml", "promp", "lola")
+ALGORITHMS = ("maml", "emaml", "promp", "lola", "rl2", "erl2", "metods")
 
 
 def algorithm(name: str):

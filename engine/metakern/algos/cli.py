@@ -29,7 +29,7 @@ def _add_config_flags(p: argparse.ArgumentParser, config_cls: type, envs: tuple[
 
 
 def add_parser(sub: Any) -> None:
-    train = sub.add_parser("train", help="meta-train an algorithm (maml, emaml, promp, lola)")
+    train = sub.add_parser("train", help=f"meta-train an algorithm ({', '.join(ALGORITHMS)})")
     algos = train.add_subparsers(dest="algo", required=True, metavar="ALGO")
     for name in ALGORITHMS:
         mod = algorithm(name)

@@ -8,6 +8,7 @@ Families (each a factory returning a ``BatchedEnv``, the functional API of ``cor
 ``GridNavi``          VariBAD / LDM goal navigation, 5x5 and 7x7 with LDM's split
 ``TabularMDP``        RL2's random tabular MDPs, with their exact solution
 ``IPD``               iterated prisoner's dilemma (LOLA-DiCE), two agents
+``Harlow``            MetODS's Harlow task: which of two objects pays, one-shot
 ====================  ============================================================
 
 Importing this package registers the gymnasium ids ``metakern/<Name>-v0`` (``registration``).
@@ -31,6 +32,8 @@ _LAZY = {
     "IPD": "ipd",
     "IPDFamily": "ipd",
     "ipd_exact_value": "ipd",
+    "Harlow": "harlow",
+    "HarlowFamily": "harlow",
     "MetakernVectorEnv": "gym",
     "MetakernEnv": "gym",
     "save_gif": "render",

@@ -12,7 +12,8 @@ are the reference's ``_action_set``: 0 = (0, +1) col + 1 ("right"), 1 = (0, -1) 
 ("left"), 2 = (+1, 0) row + 1 ("down"), 3 = (-1, 0) row - 1 ("up"). A move into a wall leaves the
 agent where it is and counts a wall hit.
 
-Reward, termination. ``c = 1 / horizon``; the reward of a step is
+Reward, termination (the default ``variant="emaml"``; the MetODS variant below changes both).
+``c = 1 / horizon``; the reward of a step is
 ``(1 + c) * at_goal - 1e-3 * hit_wall - c``, evaluated in float32 (``reward_table``: the kernels read
 these four float32 values, so every backend returns the same bits): ``-c`` per ordinary step,
 ``-c - 0.001`` per wall hit, ``1`` on reaching the goal. The episode terminates when the agent is on
@@ -75,6 +76,44 @@ env's horizon coincide (the MAML setting, where adaptation happens between separ
 ``episodes_per_trial=5``; pass ``episodes_per_trial=1`` for the registered ids' single-episode tasks
 and ``explore_episodes=3`` for E-RL2's explore mask.
 
+The MetODS variant (``variant="metods"``). MetODS (Chalvidal et al. 2022, §5; spec
+``spec/synapses.md`` §1.3 and §6) evaluates on a maze like Miconi et al.'s Grid Maze
+(``uber-research/backpropamine`` ``simplemaze/maze.py``): the same 3x3 wall view and 4 actions, but
+reaching the goal gives a reward of 10 and re-places the agent at a random free square; the episode
+goes on until its time limit of 100 steps, so an agent with memory finds the goal, then returns to it
+again and again (cumulative reward over the 100 steps). Here this is the same family with options:
+
+* ``respawn=True``: a step that ends on the goal does not terminate; the agent is moved to a square
+  drawn uniformly from the maze's free squares other than the goal, from the 64 random bits the
+  driver passes to the step (so the C++, CUDA and numpy draws agree): with the maze's free squares
+  ``free[0 .. F-1]`` in increasing flat order, ``k = rng_below(bits, F - 1)`` (multiply-shift, no
+  modulo bias), the square is ``free[k]``, or ``free[F - 1]`` when ``free[k]`` is the goal. The
+  step's reward is the goal reward and its observation already shows the 3x3 patch of the new
+  square (with ``prev_reward`` = the goal reward, which tells the agent that it was moved).
+* reward knobs ``goal_reward``, ``step_cost``, ``wall_penalty``: the reward of a step is
+  ``goal_reward * at_goal - wall_penalty * hit_wall - step_cost`` (float32, ``reward_table``), so a
+  step onto the goal pays ``goal_reward - step_cost``. The E-MAML defaults are ``goal_reward = 1 + c``,
+  ``step_cost = c = 1 / horizon``, ``wall_penalty = 1e-3`` (the table above, bit for bit).
+* ``variant="metods"`` presets ``respawn=True, goal_reward=10, step_cost=0, wall_penalty=0`` and, in
+  ``Maze``, ``max_steps=100`` and ``episodes_per_trial=1`` (a new task, i.e. maze, start and goal, for
+  every 100-step episode). Explicit knobs override the preset. The wall penalty is 0 because
+  MetODS' random agent collects a non-negative ``3.8 +- 8.9`` in 100 steps (its table; Miconi's code
+  has a wall penalty ``wp``, whose MetODS value is not stated): a penalty, if any, is negligible
+  there. With these settings a uniform random policy collects 4.1 +- 6.9 per 100-step episode on
+  size 10 (4096 episodes; 31% of them find the goal, the first time at step 80 on average counting
+  100 for none), 1.6 on size 14 and 0.7 on size 20 (6% find it, at step 96); MetODS' table gives the
+  random agent 3.8 +- 8.9, 5% and step 96.8 on its 10x10 maze.
+
+MetODS tests on "an unseen 10x10 maze" and a "larger maze"; its training maze size and generator
+are not stated, nor whether its 10x10 counts the border. ``Maze(..., variant="metods")`` plays the
+size-10 perfect mazes above (4 x 4 rooms, 31 free squares); ``Maze(..., size=14 or 20,
+split="test", variant="metods")`` evaluates on larger unseen mazes (the observation does not depend
+on the size). Miconi's Grid Maze (``backpropamine@a35cd6a``) re-places the agent the same way
+(uniform over the free squares other than the goal, by rejection); it differs in that its maze is
+one fixed lattice of pillars, the agent starts each episode at the centre with the goal drawn anew,
+and its observation adds the step number and a bias input. Here the mazes are the perfect mazes of
+the family and the observation is the 15 values above.
+
 The compiled kernel is ``cpp/envs/maze.h``; ``ref_*`` below is its readable reference.
 """
 
@@ -83,12 +122,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .core import BatchedEnv, Family, StateSpec, mix64
+from .core import BatchedEnv, Family, StateSpec, mix64, rng_below
 
 ACTIONS = ("right", "left", "down", "up")
 MOVES = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (d_row, d_col) of actions 0..3, the reference's _action_set
 SPLITS = ("train", "test")
+VARIANTS = ("emaml", "metods")
 WALL_PENALTY = 1e-3
+METODS_GOAL_REWARD = 10.0
+METODS_HORIZON = 100
 OBS_SIZE = 15
 
 _U64 = np.uint64
@@ -156,10 +198,59 @@ def num_free_cells(size: int) -> int:
     return 2 * n * n - 1
 
 
-def default_horizon(size: int) -> int:
-    """Default episode horizon: the reference's 12 steps for size 10 (31 free squares), scaled with
-    the number of free squares for other sizes (62 for size 20)."""
+def _check_variant(variant: str) -> None:
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ValueError(f"variant must be 'emaml' or 'metods', got {variant!r}")
+
+
+def default_horizon(size: int, *, variant: str = "emaml") -> int:
+    """Default episode horizon. E-MAML: the reference's 12 steps for size 10 (31 free squares),
+    scaled with the number of free squares for other sizes (62 for size 20). MetODS: 100 steps."""
+    _check_variant(variant)
+    if variant == "metods":
+        _check_size(size)
+        return METODS_HORIZON
     return max(1, round(12 * num_free_cells(size) / 31))
+
+
+def _check_knob(name: str, value, *, optional: bool = True) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def resolve_variant(
+    variant: str = "emaml",
+    *,
+    respawn: bool | None = None,
+    goal_reward: float | None = None,
+    step_cost: float | None = None,
+    wall_penalty: float | None = None,
+) -> dict:
+    """The rule knobs of a variant, explicit values overriding its preset: a dict with ``respawn``
+    (bool), ``goal_reward`` and ``step_cost`` (float, or None for the E-MAML ``1 + c`` and ``c``) and
+    ``wall_penalty`` (float). ``"emaml"``: no respawn, E-MAML rewards; ``"metods"``: respawn, goal
+    reward 10, no step cost, no wall penalty."""
+    _check_variant(variant)
+    if respawn is not None and not isinstance(respawn, (bool, np.bool_)):
+        raise TypeError(f"respawn must be a bool (or None for the variant's), got {respawn!r}")
+    knobs = {
+        "respawn": respawn,
+        "goal_reward": _check_knob("goal_reward", goal_reward),
+        "step_cost": _check_knob("step_cost", step_cost),
+        "wall_penalty": _check_knob("wall_penalty", wall_penalty),
+    }
+    if variant == "metods":
+        preset = {"respawn": True, "goal_reward": METODS_GOAL_REWARD, "step_cost": 0.0, "wall_penalty": 0.0}
+    else:
+        preset = {"respawn": False, "goal_reward": None, "step_cost": None, "wall_penalty": WALL_PENALTY}
+    out = {k: preset[k] if v is None else v for k, v in knobs.items()}
+    out["respawn"] = bool(out["respawn"])
+    return out
 
 
 def generate_mazes(size: int, num: int, *, seed: int = 0, split: str = "train", first: int = 0) -> np.ndarray:
@@ -250,15 +341,35 @@ def generate_tasks(
     return maze.astype(np.int32), free[maze, s].astype(np.int32), free[maze, g].astype(np.int32)
 
 
-def reward_table(horizon: int) -> np.ndarray:
-    """The four rewards ``r[2 * at_goal + hit_wall] = (1 + c) * at_goal - 1e-3 * hit_wall - c`` with
-    ``c = 1 / horizon``, evaluated left to right in float32 (float32 [4])."""
+def reward_table(
+    horizon: int,
+    *,
+    goal_reward: float | None = None,
+    step_cost: float | None = None,
+    wall_penalty: float = WALL_PENALTY,
+) -> np.ndarray:
+    """The four rewards ``r[2 * at_goal + hit_wall] = goal_reward * at_goal - wall_penalty * hit_wall
+    - step_cost``, evaluated left to right in float32 (float32 [4]). Defaults (E-MAML): ``goal_reward
+    = 1 + c`` (the float32 sum), ``step_cost = c = 1 / horizon`` (float32), ``wall_penalty = 1e-3``."""
+    if not isinstance(horizon, (int, np.integer)) or isinstance(horizon, bool) or horizon < 1:
+        raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+    goal_reward = _check_knob("goal_reward", goal_reward)
+    step_cost = _check_knob("step_cost", step_cost)
+    wall_penalty = _check_knob("wall_penalty", wall_penalty, optional=False)
     c = np.float32(1.0 / horizon)
-    one, pen = np.float32(1.0), np.float32(WALL_PENALTY)
+    one = np.float32(1.0)
     out = np.empty(4, dtype=np.float32)
-    for at_goal in (0, 1):
-        for hit in (0, 1):
-            out[2 * at_goal + hit] = (one + c) * np.float32(at_goal) - pen * np.float32(hit) - c
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow to inf is reported below
+        gain = one + c if goal_reward is None else np.float32(goal_reward)
+        cost = c if step_cost is None else np.float32(step_cost)
+        pen = np.float32(wall_penalty)
+        for at_goal in (0, 1):
+            for hit in (0, 1):
+                out[2 * at_goal + hit] = gain * np.float32(at_goal) - pen * np.float32(hit) - cost
+    if not (np.isfinite(out).all() and np.isfinite([gain, cost, pen]).all()):
+        raise ValueError(
+            f"rewards overflow float32: goal_reward={goal_reward}, step_cost={step_cost}, wall_penalty={wall_penalty}"
+        )
     return out
 
 
@@ -301,14 +412,19 @@ class MazeFamily(Family):
     neighbour codes (``neighbour_codes``: bit k = the k-th square of the 3x3 patch around the square,
     centre skipped), so a step reads one byte for the move and one for the observation.
     ``mazes()`` gives the plain wall grids, which the numpy reference reads. Per-environment state:
-    the agent's flat position (int32).
+    the agent's flat position (int32). With respawn the kernels also read ``free_cells`` (int32
+    ``[M, free_stride]``: each maze's free squares in increasing flat order, padded with -1) and
+    ``num_free`` (int32 ``[M]``: how many; mazes of ``from_arrays`` may differ); without respawn both
+    are empty.
 
     Args (generated pool): ``size`` (side of the wall grid, >= 5), ``split`` ("train" / "test"),
     ``num_mazes``, ``tasks_per_maze``, ``maze_seed``, ``horizon`` (episode horizon, sets ``c``; default
-    ``default_horizon(size)``), ``allow_start_at_goal``. ``MazeFamily.from_arrays`` builds a family
-    from given wall grids and tasks. A ``BatchedEnv`` built on a family directly should use
-    ``max_steps=family.horizon`` (the ``Maze`` factory does), so that the time limit is the horizon
-    that sets ``c``.
+    ``default_horizon(size, variant=variant)``), ``allow_start_at_goal``, and the rule knobs
+    ``variant`` ("emaml" / "metods"), ``respawn``, ``goal_reward``, ``step_cost``, ``wall_penalty``
+    (None: the variant's value; see ``resolve_variant`` and the module docstring).
+    ``MazeFamily.from_arrays`` builds a family from given wall grids and tasks. A ``BatchedEnv`` built
+    on a family directly should use ``max_steps=family.horizon`` (the ``Maze`` factory does), so that
+    the time limit is the horizon that sets ``c``.
     """
 
     name = "maze"
@@ -326,9 +442,17 @@ class MazeFamily(Family):
         maze_seed: int = 0,
         horizon: int | None = None,
         allow_start_at_goal: bool = False,
+        variant: str = "emaml",
+        respawn: bool | None = None,
+        goal_reward: float | None = None,
+        step_cost: float | None = None,
+        wall_penalty: float | None = None,
     ):
         _check_size(size)
         _check_split(split)
+        knobs = resolve_variant(
+            variant, respawn=respawn, goal_reward=goal_reward, step_cost=step_cost, wall_penalty=wall_penalty
+        )
         maze_seed = _check_seed(maze_seed, "maze_seed")
         for what, v in (("num_mazes", num_mazes), ("tasks_per_maze", tasks_per_maze)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
@@ -343,10 +467,25 @@ class MazeFamily(Family):
         )
         self.split = split
         self.maze_seed = maze_seed
-        self._setup(walls, maze, start, goal, default_horizon(int(size)) if horizon is None else horizon)
+        if horizon is None:
+            horizon = default_horizon(int(size), variant=variant)
+        self._setup(walls, maze, start, goal, horizon, variant, knobs)
 
     @classmethod
-    def from_arrays(cls, walls, maze, start, goal, *, horizon: int) -> MazeFamily:
+    def from_arrays(
+        cls,
+        walls,
+        maze,
+        start,
+        goal,
+        *,
+        horizon: int,
+        variant: str = "emaml",
+        respawn: bool | None = None,
+        goal_reward: float | None = None,
+        step_cost: float | None = None,
+        wall_penalty: float | None = None,
+    ) -> MazeFamily:
         """A family over given mazes and tasks.
 
         Args:
@@ -355,7 +494,13 @@ class MazeFamily(Family):
             maze: int ``[T]`` maze id of each task.
             start, goal: int ``[T, 2]`` (row, col) of each task; must be free squares of its maze.
             horizon: the episode horizon (sets ``c = 1 / horizon``).
+            variant, respawn, goal_reward, step_cost, wall_penalty: the rules, as in ``MazeFamily``.
+                With respawn, every maze that a task uses needs at least 2 free squares; the mazes may
+                have different numbers of free squares.
         """
+        knobs = resolve_variant(
+            variant, respawn=respawn, goal_reward=goal_reward, step_cost=step_cost, wall_penalty=wall_penalty
+        )
         if isinstance(walls, torch.Tensor):
             walls = walls.detach().cpu().numpy()
         w = np.asarray(walls)
@@ -389,17 +534,51 @@ class MazeFamily(Family):
         fam = cls.__new__(cls)
         fam.split = None
         fam.maze_seed = None
-        fam._setup(w, m, s[:, 0] * S + s[:, 1], g[:, 0] * S + g[:, 1], horizon)
+        fam._setup(w, m, s[:, 0] * S + s[:, 1], g[:, 0] * S + g[:, 1], horizon, variant, knobs)
         return fam
 
-    def _setup(self, walls: np.ndarray, maze, start, goal, horizon) -> None:
+    def _setup(self, walls: np.ndarray, maze, start, goal, horizon, variant: str, knobs: dict) -> None:
         if not isinstance(horizon, (int, np.integer)) or isinstance(horizon, bool) or horizon < 1:
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         M, S, _ = walls.shape
         self.size = int(S)
         self.horizon = int(horizon)
-        self.rewards = reward_table(self.horizon)
-        self._walls_np = np.ascontiguousarray(walls.reshape(M, S * S).astype(np.uint8))
+        self.variant = variant
+        self.respawn = bool(knobs["respawn"])
+        self.rewards = reward_table(
+            self.horizon,
+            goal_reward=knobs["goal_reward"],
+            step_cost=knobs["step_cost"],
+            wall_penalty=knobs["wall_penalty"],
+        )
+        # the knobs as used (float32 values; the E-MAML defaults resolved)
+        c = np.float32(1.0 / self.horizon)
+        gain = np.float32(1.0) + c if knobs["goal_reward"] is None else np.float32(knobs["goal_reward"])
+        self.goal_reward = float(gain)
+        self.step_cost = float(c if knobs["step_cost"] is None else np.float32(knobs["step_cost"]))
+        self.wall_penalty = float(np.float32(knobs["wall_penalty"]))
+        flat = walls.reshape(M, S * S)
+        self._walls_np = np.ascontiguousarray(flat.astype(np.uint8))
+        if self.respawn:
+            counts = (~flat).sum(axis=1)
+            used = np.unique(np.asarray(maze))
+            if (counts[used] < 2).any():
+                k = int(used[np.argmax(counts[used] < 2)])
+                raise ValueError(
+                    f"respawn needs at least 2 free squares (the goal and another) in every maze a task uses; "
+                    f"maze {k} has {int(counts[k])}"
+                )
+            stride = int(counts.max())
+            order = np.argsort(flat, axis=1, kind="stable")[:, :stride]  # free squares first, in flat order
+            free = np.where(np.arange(stride) < counts[:, None], order, -1)
+            self._free_np = np.ascontiguousarray(free.astype(np.int32))
+            self._nfree_np = counts.astype(np.int32)
+        else:
+            self._free_np = np.zeros((0, 0), dtype=np.int32)
+            self._nfree_np = np.zeros(0, dtype=np.int32)
+        self.free_stride = int(self._free_np.shape[1])
+        self.free_cells = torch.from_numpy(self._free_np.copy())
+        self.num_free = torch.from_numpy(self._nfree_np.copy())
         self.codes = torch.from_numpy(neighbour_codes(walls).reshape(M, S * S))
         self.maze = torch.as_tensor(np.asarray(maze, dtype=np.int32)).contiguous()
         self.start = torch.as_tensor(np.asarray(start, dtype=np.int32)).contiguous()
@@ -434,10 +613,12 @@ class MazeFamily(Family):
         self.maze = self.maze.to(device)
         self.start = self.start.to(device)
         self.goal = self.goal.to(device)
+        self.free_cells = self.free_cells.to(device)
+        self.num_free = self.num_free.to(device)
 
     def kernel_args(self, state):
-        tensors = [state["pos"], self.maze, self.start, self.goal, self.codes]
-        return tensors, [self.size], [float(r) for r in self.rewards]
+        tensors = [state["pos"], self.maze, self.start, self.goal, self.codes, self.free_cells, self.num_free]
+        return tensors, [self.size, int(self.respawn), self.free_stride], [float(r) for r in self.rewards]
 
     # -- numpy reference (cpp/envs/maze.h) ---------------------------------------------------------
 
@@ -452,10 +633,19 @@ class MazeFamily(Family):
         hit = bool(walls[nxt])
         if not hit:
             pos = nxt
+        goal = int(P.goal[task])
+        at_goal = pos == goal
+        if self.respawn and at_goal:
+            pos = self._respawn_square(int(P.maze[task]), goal, rng)
         S.pos[i] = pos
-        at_goal = pos == int(P.goal[task])
         reward[0] = self.rewards[2 * int(at_goal) + int(hit)]
-        return at_goal
+        return at_goal and not self.respawn
+
+    def _respawn_square(self, m: int, goal: int, bits: int) -> int:
+        """A uniformly random free square of maze m other than the goal, from 64 random bits."""
+        row, n = self._free_np[m], int(self._nfree_np[m])
+        cell = int(row[rng_below(bits, n - 1)])
+        return int(row[n - 1]) if cell == goal else cell
 
     def ref_observe(self, S, P, i, task, out, ctx):
         out[:] = 0
@@ -501,23 +691,44 @@ def Maze(
     maze_seed: int = 0,
     allow_start_at_goal: bool = False,
     max_steps: int | None = None,
-    episodes_per_trial: int = 5,
+    episodes_per_trial: int | None = None,
+    variant: str = "emaml",
+    respawn: bool | None = None,
+    goal_reward: float | None = None,
+    step_cost: float | None = None,
+    wall_penalty: float | None = None,
     **kwargs,
 ) -> BatchedEnv:
-    """A batch of E-MAML maze environments (functional API; rules in the module docstring).
+    """A batch of maze environments (functional API; rules in the module docstring).
 
     ``size`` is the side of the wall grid (10 and 20 are the reference's; 20 is the paper's), ``split``
     picks the train or test mazes, ``num_mazes`` / ``tasks_per_maze`` / ``maze_seed`` shape the task
     pool, ``max_steps`` is the episode horizon (time limit and ``c = 1 / max_steps``; default
-    ``default_horizon(size)``: 12 for size 10, 62 for size 20), ``episodes_per_trial`` the episodes
-    played in one task (default 5, the reference's ``n_episodes``). Other keyword arguments go to
-    ``BatchedEnv`` (``explore_episodes=3`` for E-RL2, ``seed``, ``device``, ``autoreset_mode``, ...).
+    ``default_horizon(size, variant=variant)``: 12 for size 10, 62 for size 20, 100 for MetODS),
+    ``episodes_per_trial`` the episodes played in one task (default 5, the reference's ``n_episodes``;
+    1 for MetODS).
+
+    ``variant="emaml"`` (default) is E-MAML's maze: the goal ends the episode, reward ``1`` there,
+    ``-c`` per step and ``-c - 0.001`` per wall hit. ``variant="metods"`` is MetODS' maze (Chalvidal et
+    al. 2022; Miconi et al.'s Grid Maze): reward 10 on the goal, after which the agent is re-placed
+    at a uniformly random free square other than the goal and the episode goes on to its 100-step time
+    limit; no step cost and no wall penalty (MetODS' random agent collects a non-negative 3.8 +- 8.9 in
+    100 steps, so its wall penalty is 0 or negligible). ``Maze(n, size=14, split="test",
+    variant="metods")`` (or ``size=20``) evaluates on larger unseen mazes. The knobs override the
+    variant's preset: ``respawn`` (bool), ``goal_reward`` (the reward on the goal is ``goal_reward -
+    step_cost``), ``step_cost``, ``wall_penalty`` (finite floats; None: the variant's value).
+
+    Other keyword arguments go to ``BatchedEnv`` (``explore_episodes=3`` for E-RL2, ``seed``,
+    ``device``, ``autoreset_mode``, ...).
     """
+    _check_variant(variant)
     if max_steps is None:
         _check_size(size)
-        max_steps = default_horizon(int(size))
+        max_steps = default_horizon(int(size), variant=variant)
     if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
         raise ValueError(f"max_steps (the episode horizon) must be a positive int, got {max_steps!r}")
+    if episodes_per_trial is None:
+        episodes_per_trial = 1 if variant == "metods" else 5
     family = MazeFamily(
         size,
         split=split,
@@ -526,5 +737,10 @@ def Maze(
         maze_seed=maze_seed,
         horizon=int(max_steps),
         allow_start_at_goal=allow_start_at_goal,
+        variant=variant,
+        respawn=respawn,
+        goal_reward=goal_reward,
+        step_cost=step_cost,
+        wall_penalty=wall_penalty,
     )
     return BatchedEnv(family, num_envs, max_steps=int(max_steps), episodes_per_trial=episodes_per_trial, **kwargs)

@@ -18,10 +18,12 @@ ENV_IDS: dict[str, tuple[str, str, dict]] = {
     "metakern/Maze-v0": ("maze", "Maze", {"size": 10}),
     "metakern/Maze20-v0": ("maze", "Maze", {"size": 20}),
     "metakern/MazeTest-v0": ("maze", "Maze", {"size": 20, "split": "test"}),
+    "metakern/MazeMetODS-v0": ("maze", "Maze", {"size": 10, "variant": "metods"}),
     "metakern/GridNavi-v0": ("gridnavi", "GridNavi", {"size": 7}),
     "metakern/GridNavi5x5-v0": ("gridnavi", "GridNavi", {"size": 5}),
     "metakern/TabularMDP-v0": ("tabular", "TabularMDP", {}),
     "metakern/IPD-v0": ("ipd", "IPD", {}),
+    "metakern/Harlow-v0": ("harlow", "Harlow", {}),
 }
 
 
