@@ -8,6 +8,7 @@
 #include "estimators/estimator_ops.h"
 #include "estimators/tabular_estimators.h"
 #include "oracle/tabular_oracle.h"
+#include "policy/gru_gates.h"
 #include "policy/policy_log_prob.h"
 #include "scan/linear_scan.h"
 #include "synapse/metods.h"
@@ -421,6 +422,39 @@ PYBIND11_MODULE(_C, m) {
         mj::batch_gather(B, active ? as_ptr<const uint8_t>(active) : nullptr, g);
       },
       py::arg("B"), py::arg("active"), py::arg("nfield"), py::arg("src"), py::arg("len"), py::arg("dst"));
+
+  // GRU gate arithmetic of one step (cpp/policy/gru_gates.h); dtype 0 = float32, 1 = float64.
+  m.def(
+      "gru_gates_forward",
+      [](int dtype, std::uintptr_t gi, int64_t gi_stride, std::uintptr_t gh, std::uintptr_t hp, std::uintptr_t gates,
+         std::uintptr_t ghn, std::uintptr_t h, int64_t B, int64_t H) {
+        check_sizes(B, H);
+        for (auto [p, name] : {std::pair{gi, "gi"}, {gh, "gh"}, {hp, "hp"}, {gates, "gates"}, {ghn, "ghn"}, {h, "h"}}) {
+          check_ptr(p, name);
+        }
+        if (gi_stride < 3 * H) throw std::invalid_argument("gru_gates_forward: gi_stride < 3H");
+        py::gil_scoped_release release;
+        gru_gates_forward_cpu(dtype, as_ptr<const void>(gi), gi_stride, as_ptr<const void>(gh), as_ptr<const void>(hp),
+                              as_ptr<void>(gates), as_ptr<void>(ghn), as_ptr<void>(h), B, H);
+      },
+      "r, z, n = GRU gates from gi and gh; h = n + z (hp - n)");
+  m.def(
+      "gru_gates_backward",
+      [](int dtype, std::uintptr_t dh_carry, std::uintptr_t d_out, int64_t d_out_stride, std::uintptr_t gates,
+         std::uintptr_t ghn, std::uintptr_t hp, std::uintptr_t dgi, std::uintptr_t dgh, std::uintptr_t dh_z, int64_t B,
+         int64_t H) {
+        check_sizes(B, H);
+        for (auto [p, name] : {std::pair{dh_carry, "dh_carry"}, {d_out, "d_out"}, {gates, "gates"}, {ghn, "ghn"},
+                               {hp, "hp"}, {dgi, "dgi"}, {dgh, "dgh"}, {dh_z, "dh_z"}}) {
+          check_ptr(p, name);
+        }
+        if (d_out_stride < H) throw std::invalid_argument("gru_gates_backward: d_out_stride < H");
+        py::gil_scoped_release release;
+        gru_gates_backward_cpu(dtype, as_ptr<const void>(dh_carry), as_ptr<const void>(d_out), d_out_stride,
+                               as_ptr<const void>(gates), as_ptr<const void>(ghn), as_ptr<const void>(hp),
+                               as_ptr<void>(dgi), as_ptr<void>(dgh), as_ptr<void>(dh_z), B, H);
+      },
+      "the VJP of one GRU gate step: dgi, dgh and dh * z");
 
   m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });

@@ -7,6 +7,8 @@
 // machines of different ISA, never between runs or thread counts.
 #include "synapse/metods.h"
 
+#include "common/fast_math.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -28,34 +30,6 @@ namespace {
 
 constexpr int kMaxS = 16;        // Python refuses larger S (stack arrays below)
 constexpr int64_t kGroups = 64;  // fixed reduction groups of the backward (metods.h)
-
-// tanh for float, written so that loops over it vectorize: an odd Taylor polynomial (to x^11) below
-// |x| = 0.25, 1 - 2 / (exp(2|x|) + 1) above, with exp from a Cody-Waite reduction and a degree-7
-// polynomial. Error: a few float ulps (tests compare against float64). Double uses std::tanh.
-MK_ALWAYS_INLINE float tanh_fast(float x) {
-  const float a = std::fmin(std::fabs(x), 9.0f);  // tanh(9) rounds to 1 in float
-  const float a2 = a * a;
-  const float poly =
-      a * (1.0f + a2 * (-1.0f / 3 + a2 * (2.0f / 15 + a2 * (-17.0f / 315 + a2 * (62.0f / 2835 + a2 * (-1382.0f / 155925))))));
-  const float t = 2.0f * a * 1.44269504088896341f;  // 2a log2(e), in [0, 26]
-  const float magic = 12582912.0f;                  // 1.5 * 2^23: adding it rounds to an integer
-  const float shifted = t + magic;
-  const float n = shifted - magic;
-  int32_t ni;
-  std::memcpy(&ni, &shifted, sizeof ni);
-  ni -= 0x4B400000;  // the bits of magic
-  const float r = (2.0f * a - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  const float er =
-      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
-  int32_t eb;
-  std::memcpy(&eb, &er, sizeof eb);
-  eb += ni << 23;
-  float e;
-  std::memcpy(&e, &eb, sizeof e);
-  const float big = 1.0f - 2.0f / (e + 1.0f);
-  const float y = a < 0.25f ? poly : big;
-  return x < 0.0f ? -y : y;
-}
 
 template <typename R> MK_ALWAYS_INLINE R act(int kind, R p) {
   if (kind == static_cast<int>(SynapseActivation::Tanh)) {

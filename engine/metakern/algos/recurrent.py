@@ -73,6 +73,7 @@ from torch import nn
 
 from .. import envs
 from ..returns import gae
+from .rollout import krazy_split
 from .run import Progress, Run
 
 ENVS = ("krazyworld", "maze", "harlow")
@@ -183,7 +184,7 @@ def make_env(cfg: RecurrentConfig, split: str, num_envs: int, *, seed: int, maze
     common = dict(episodes_per_trial=episodes, explore_episodes=explore, resample_tasks=train, seed=seed,
                   device=cfg.device, autoreset_mode="same_step")  # fmt: skip
     if cfg.env == "krazyworld":
-        tasks = {"split": "train", "num_tasks": cfg.krazy_train_tasks} if train else {"split": "emaml_test"}
+        tasks = krazy_split("train" if train else "test", cfg.krazy_train_tasks)
         return envs.KrazyWorld(num_envs, obs_view="patch", obs_mode="onehot", max_steps=100, **tasks, **common)
     if cfg.env == "maze":
         size = cfg.maze_size if maze_size is None else maze_size
@@ -259,21 +260,112 @@ class GRUPolicy(nn.Module):
     def forward_sequence(self, x, prev_action, prev_reward, reset, state) -> AgentOutput:
         c = self.cell
         gi = torch.nn.functional.linear(self._inputs(x, prev_action, prev_reward), c.weight_ih, c.bias_ih)
-        keep = (~reset).to(x.dtype).unsqueeze(-1).unbind(1)  # T x [B, 1]
-        h, hs = state, []
-        # unbind, not gi[:, t]: the backward of T slices would write T full-size zero tensors
-        for gi_t, keep_t in zip(gi.unbind(1), keep, strict=True):
-            h = h * keep_t
-            gh = torch.nn.functional.linear(h, c.weight_hh, c.bias_hh)
-            i_r, i_z, i_n = gi_t.chunk(3, dim=-1)
-            h_r, h_z, h_n = gh.chunk(3, dim=-1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = n + z * (h - n)
-            hs.append(h)
-        H = torch.stack(hs, dim=1)
-        return AgentOutput(self.policy_head(H), self.value_head(H).squeeze(-1), h)
+        keep = (~reset).to(x.dtype).unsqueeze(-1)
+        H = _GRUWindow.apply(gi, keep, state, c.weight_hh, c.bias_hh)
+        return AgentOutput(self.policy_head(H), self.value_head(H).squeeze(-1), H[:, -1])
+
+
+def gru_window_reference(gi, keep, h0, w_hh, b_hh) -> torch.Tensor:
+    """The GRU recurrence over a window, step by step with autograd (``_GRUWindow``'s reference):
+    gi [B, T, 3H] input projections (with b_ih), keep [B, T, 1] (0 where the memory resets before
+    the step), h0 [B, H] -> hidden states [B, T, H]."""
+    h, hs = h0, []
+    for gi_t, keep_t in zip(gi.unbind(1), keep.unbind(1), strict=True):
+        h = h * keep_t
+        i_r, i_z, i_n = gi_t.chunk(3, dim=-1)
+        h_r, h_z, h_n = torch.nn.functional.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (h - n)
+        hs.append(h)
+    return torch.stack(hs, dim=1)
+
+
+def _gates_module(t: torch.Tensor):
+    """metakern's C++ module when ``t`` is a CPU float32/float64 tensor it can take, else None."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    try:
+        from .. import _backend
+
+        module = _backend.cpp_module()
+    except (ImportError, RuntimeError):
+        return None
+    return module if hasattr(module, "gru_gates_forward") else None
+
+
+class _GRUWindow(torch.autograd.Function):
+    """The recurrent part of a GRU over a [B, T] window with resets, with a hand-written backward
+    (``gru_window_reference`` is the same thing through autograd). The forward keeps the gates
+    (r, z, n), the recurrent candidate W_hn h + b_hn and the reset-masked previous states (T B 5H
+    values); the backward runs the recurrence in reverse with one [B, 3H] x [3H, H] product per step
+    and forms the weight gradient as one [3H, T B] x [T B, H] product at the end. Per step, the
+    element-wise gate arithmetic around the products is one C++ call on CPU
+    (``cpp/policy/gru_gates.h``: ``gru_gates_forward`` / ``gru_gates_backward``) and plain tensor ops
+    elsewhere, instead of the reference's ~30 autograd nodes. Differentiable once (PPO and A2C need
+    first derivatives only)."""
+
+    @staticmethod
+    def forward(ctx, gi, keep, h0, w_hh, b_hh):
+        B, T, H3 = gi.shape
+        H = H3 // 3
+        gi = gi.contiguous()
+        keep_t = keep.transpose(0, 1)
+        hprev = gi.new_empty(T, B, H)
+        gates = gi.new_empty(T, B, H3)  # r, z, n
+        ghn = gi.new_empty(T, B, H)
+        out = gi.new_empty(T, B, H)
+        module = _gates_module(gi)
+        dt = int(gi.dtype == torch.float64)
+        w_t = w_hh.t()
+        h = h0
+        for t in range(T):
+            hp = torch.mul(h, keep_t[t], out=hprev[t])
+            gh = torch.addmm(b_hh, hp, w_t)
+            if module is not None:
+                module.gru_gates_forward(dt, gi[:, t].data_ptr(), T * H3, gh.data_ptr(), hp.data_ptr(),
+                                         gates[t].data_ptr(), ghn[t].data_ptr(), out[t].data_ptr(), B, H)  # fmt: skip
+            else:
+                rz = torch.sigmoid(gi[:, t, : 2 * H] + gh[:, : 2 * H], out=gates[t, :, : 2 * H])
+                ghn[t].copy_(gh[:, 2 * H :])
+                n = torch.tanh(torch.addcmul(gi[:, t, 2 * H :], rz[:, :H], ghn[t]), out=gates[t, :, 2 * H :])
+                torch.addcmul(n, rz[:, H:], hp - n, out=out[t])
+            h = out[t]
+        ctx.save_for_backward(keep, w_hh, hprev, gates, ghn)
+        return out.transpose(0, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out):
+        keep, w_hh, hprev, gates, ghn = ctx.saved_tensors
+        T, B, H = hprev.shape
+        d_out = d_out.transpose(0, 1).contiguous()  # [T, B, H]
+        keep_t = keep.transpose(0, 1)
+        dgi = hprev.new_empty(T, B, 3 * H)
+        dgh = hprev.new_empty(T, B, 3 * H)
+        dh = torch.zeros_like(hprev[0])
+        dh_z = torch.empty_like(dh)
+        module = _gates_module(hprev)
+        dt = int(hprev.dtype == torch.float64)
+        for t in range(T - 1, -1, -1):
+            if module is not None:
+                module.gru_gates_backward(dt, dh.data_ptr(), d_out[t].data_ptr(), H, gates[t].data_ptr(),
+                                          ghn[t].data_ptr(), hprev[t].data_ptr(), dgi[t].data_ptr(),
+                                          dgh[t].data_ptr(), dh_z.data_ptr(), B, H)  # fmt: skip
+            else:
+                dh = dh + d_out[t]
+                r, z, n = gates[t].chunk(3, dim=-1)
+                d_pre_n = torch.mul(dh * (1 - z), 1 - n * n, out=dgi[t, :, 2 * H :])
+                torch.mul(d_pre_n, r, out=dgh[t, :, 2 * H :])
+                torch.mul(d_pre_n * ghn[t], r * (1 - r), out=dgi[t, :, :H])
+                torch.mul(dh * (hprev[t] - n), z * (1 - z), out=dgi[t, :, H : 2 * H])
+                dgh[t, :, : 2 * H] = dgi[t, :, : 2 * H]
+                torch.mul(dh, z, out=dh_z)
+            dh = torch.addmm(dh_z, dgh[t], w_hh).mul_(keep_t[t])
+        flat = dgh.reshape(T * B, 3 * H)
+        dw = flat.t() @ hprev.reshape(T * B, H)
+        return dgi.transpose(0, 1), None, dh, dw, flat.sum(0)
 
 
 def make_policy(cfg: RecurrentConfig, obs_dim: int, num_actions: int) -> nn.Module:
