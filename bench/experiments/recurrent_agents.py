@@ -81,7 +81,10 @@ def report(out: Path, runs: dict[str, list[Path]], title: str) -> str:
         "| agent | metric | seeds | first eval | last eval | best over training | mean over training |",
         "|---|---|---|---|---|---|---|",
     ]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    axes = [[ax for row in grid for ax in row][: len(metrics)]]
     for i, (label, paths) in enumerate(runs.items()):
         evals = [_evals(p) for p in paths]
         n = min(len(e) for e in evals)

@@ -64,7 +64,7 @@ import torch
 
 from .. import estimators as est
 from . import rollout
-from .run import Progress, Run
+from .run import Progress, Run, check_ints, check_reals
 
 ESTIMATORS = ("maml", "dice", "dice_baseline", "loaded_dice", "lvc", "taypo2", "dr", "exact")
 OUTER = ("vpg", "ppo", "trpo")
@@ -111,12 +111,9 @@ class MAMLConfig:
 
     def validate(self) -> MAMLConfig:
         spec = rollout.env_spec(self.env, maze_size=self.maze_size, krazy_train_tasks=self.krazy_train_tasks)
-        for name in ("iterations", "meta_batch", "episodes_per_task", "inner_steps", "ppo_epochs", "cg_iters",
-                     "line_search_steps", "eval_every", "eval_tasks", "eval_explore", "eval_exploit",
-                     "eval_repeats", "checkpoint_every"):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_ints(self, ("iterations", "meta_batch", "episodes_per_task", "inner_steps", "ppo_epochs", "cg_iters",
+                          "line_search_steps", "eval_every", "eval_tasks", "eval_explore", "eval_exploit",
+                          "eval_repeats", "checkpoint_every"))  # fmt: skip
         if self.meta_batch > spec.num_train_tasks:
             raise ValueError(f"meta_batch must be at most the {spec.num_train_tasks} training tasks of {self.env}")
         if self.eval_tasks > spec.num_test_tasks:
@@ -129,13 +126,10 @@ class MAMLConfig:
                 raise ValueError(f"{name}='exact' needs --env tabular (the exact value of a known MDP)")
         if self.outer not in OUTER:
             raise ValueError(f"outer must be one of {OUTER}, got {self.outer!r}")
-        for name, lo, hi in (("inner_lr", 0.0, math.inf), ("outer_lr", 0.0, math.inf), ("gamma", 0.0, 1.0),
-                             ("lam", 0.0, 1.0), ("exploration_weight", 0.0, math.inf), ("clip", 0.0, math.inf),
-                             ("kl_penalty", 0.0, math.inf), ("max_kl", 0.0, math.inf),
-                             ("cg_damping", 0.0, math.inf)):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or not math.isfinite(v):
-                raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
+        check_reals(self, (("inner_lr", 0.0, math.inf), ("outer_lr", 0.0, math.inf), ("gamma", 0.0, 1.0),
+                           ("lam", 0.0, 1.0), ("exploration_weight", 0.0, math.inf), ("clip", 0.0, math.inf),
+                           ("kl_penalty", 0.0, math.inf), ("max_kl", 0.0, math.inf),
+                           ("cg_damping", 0.0, math.inf)))  # fmt: skip
         if self.episodes_per_task < 2 and "maml" in (self.inner_estimator, self.outer_estimator):
             raise ValueError("episodes_per_task must be >= 2 (the baseline is the mean of the task's other episodes)")
         return self

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from . import recurrent
+from .run import check_ints, check_reals
 
 
 @dataclass
@@ -31,11 +32,10 @@ class MetODSConfig(recurrent.RecurrentConfig):
 
     def validate(self) -> "MetODSConfig":
         super().validate()
-        S = self.inner_steps
-        if isinstance(S, bool) or not isinstance(S, int) or not 1 <= S <= 16:
-            raise ValueError(f"inner_steps must be an int in [1, 16], got {self.inner_steps!r}")
-        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0.0 < self.decay <= 1.0:
-            raise ValueError(f"decay must be a number in (0, 1], got {self.decay!r}")
+        check_ints(self, ("inner_steps",))
+        if self.inner_steps > 16:
+            raise ValueError(f"inner_steps must be at most 16, got {self.inner_steps}")
+        check_reals(self, (("decay", 1e-6, 1.0),))
         return self
 
 

@@ -74,7 +74,7 @@ from torch import nn
 from .. import envs
 from ..returns import gae
 from .rollout import krazy_split
-from .run import Progress, Run
+from .run import Progress, Run, check_ints, check_reals
 
 ENVS = ("krazyworld", "maze", "harlow")
 UPDATES = ("ppo", "a2c")
@@ -131,31 +131,21 @@ class RecurrentConfig:
             raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
         if self.maze_variant not in MAZE_VARIANTS:
             raise ValueError(f"maze_variant must be one of {MAZE_VARIANTS}, got {self.maze_variant!r}")
-        for name in ("iterations", "num_envs", "rollout_steps", "epochs", "minibatches", "hidden",
-                     "episodes_per_trial", "eval_every", "eval_trials", "checkpoint_every",
-                     "krazy_train_tasks"):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("maze_size", "eval_large_maze"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 5:
-                raise ValueError(f"{name} must be an int >= 5, got {v!r}")
-        if isinstance(self.explore_episodes, bool) or not isinstance(self.explore_episodes, int):
-            raise ValueError(f"explore_episodes must be an int, got {self.explore_episodes!r}")
-        if not 0 <= self.explore_episodes < self.episodes_per_trial:
+        check_ints(self, ("iterations", "num_envs", "rollout_steps", "epochs", "minibatches", "hidden",
+                          "episodes_per_trial", "eval_every", "eval_trials", "checkpoint_every",
+                          "krazy_train_tasks"))  # fmt: skip
+        check_ints(self, ("maze_size", "eval_large_maze"), low=5)
+        check_ints(self, ("explore_episodes",), low=0)
+        if not self.explore_episodes < self.episodes_per_trial:
             raise ValueError(
                 f"explore_episodes must be in [0, episodes_per_trial={self.episodes_per_trial}), "
                 f"got {self.explore_episodes}"
             )
         if self.minibatches > self.num_envs:
             raise ValueError(f"minibatches ({self.minibatches}) must be at most num_envs ({self.num_envs})")
-        for name, lo, hi in (("lr", 0.0, math.inf), ("gamma", 0.0, 1.0), ("gae_lambda", 0.0, 1.0),
-                             ("clip", 0.0, math.inf), ("value_coef", 0.0, math.inf),
-                             ("entropy_coef", 0.0, math.inf), ("max_grad_norm", 0.0, math.inf)):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-                raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
+        check_reals(self, (("lr", 0.0, math.inf), ("gamma", 0.0, 1.0), ("gae_lambda", 0.0, 1.0),
+                           ("clip", 0.0, math.inf), ("value_coef", 0.0, math.inf),
+                           ("entropy_coef", 0.0, math.inf), ("max_grad_norm", 0.0, math.inf)))  # fmt: skip
         return self
 
     def trial_episodes(self) -> int:

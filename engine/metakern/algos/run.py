@@ -41,6 +41,23 @@ def config_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def check_ints(config: Any, names: Sequence[str], low: int = 1) -> None:
+    """Raise ValueError unless every field ``names`` of ``config`` is an int >= ``low`` (bools refused)."""
+    for name in names:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            what = "a positive int" if low == 1 else f"an int >= {low}"
+            raise ValueError(f"{name} must be {what}, got {v!r}")
+
+
+def check_reals(config: Any, bounds: Sequence[tuple[str, float, float]]) -> None:
+    """Raise ValueError unless every field of ``bounds`` (name, low, high) is a finite number in [low, high]."""
+    for name, lo, hi in bounds:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically: a reader sees the old file or the new one, never a part."""
     path = Path(path)

@@ -13,9 +13,10 @@ Two cases:
 
 Implementations:
 
-* ``cpp`` / ``reference``: metakern's ``RecurrentAgent`` (``metakern.algos.recurrent``) with the
-  backend forced: the batched C++ environment kernel, the fused GAE op and, for MetODS, the fused
-  synapse ops (``reference``: the numpy reference env and the ops' reference code).
+* ``cpp``: metakern's ``RecurrentAgent`` (``metakern.algos.recurrent``): the batched C++ environment
+  kernel, the fused GAE op, the GRU window pass with its C++ gate kernels or, for MetODS, the fused
+  synapse ops. (No ``reference`` row: metakern on its numpy reference env and the ops' reference code
+  took 20-60 s per call, which would triple the family's share of a ``metakern bench`` run.)
 * ``gym-sync-torch`` (the baseline): the loop a PyTorch user writes today for the same agent with the
   same hyper-parameters (``ReferenceRecurrentPPO``): gymnasium's ``SyncVectorEnv`` (``SAME_STEP``
   autoreset) of B single metakern envs on the numpy reference backend (one shared task pool), the
@@ -35,7 +36,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -191,31 +192,6 @@ def plain_sequence(net: nn.Module, x, prev_action, prev_reward, reset, state):
 # The reference loop (plain PyTorch + gymnasium)
 
 
-class Inputs(NamedTuple):
-    """One step's agent inputs for B envs, as ``recurrent.Inputs``."""
-
-    x: torch.Tensor
-    prev_action: torch.Tensor
-    prev_reward: torch.Tensor
-    reset: torch.Tensor
-
-
-class Window(NamedTuple):
-    """T steps of B envs ([B, T]), the memory at the window's start and the bootstrap value."""
-
-    x: torch.Tensor
-    prev_action: torch.Tensor
-    prev_reward: torch.Tensor
-    reset: torch.Tensor
-    actions: torch.Tensor
-    logp: torch.Tensor
-    values: torch.Tensor
-    rewards: torch.Tensor
-    trial_done: torch.Tensor
-    state0: torch.Tensor
-    bootstrap: torch.Tensor
-
-
 def _info_flag(infos: dict, key: str, done: np.ndarray, num_envs: int) -> np.ndarray:
     """A per-env bool of the step's info: SAME_STEP puts the info of the envs whose episode ended
     in ``infos["final_info"]`` (their top-level info is the reset's)."""
@@ -254,9 +230,9 @@ class ReferenceRecurrentPPO:
         self.inputs = self._inputs(obs, first, torch.full((B,), -1), torch.zeros(B), first)
 
     @staticmethod
-    def _inputs(obs, new_episode, prev_action, prev_reward, reset) -> Inputs:
+    def _inputs(obs, new_episode, prev_action, prev_reward, reset) -> recurrent.Inputs:
         x = torch.as_tensor(obs, dtype=torch.float32).reshape(len(obs), -1)
-        return Inputs(torch.cat([x, new_episode.float()[:, None]], 1), prev_action, prev_reward, reset)
+        return recurrent.Inputs(torch.cat([x, new_episode.float()[:, None]], 1), prev_action, prev_reward, reset)
 
     def env_step(self, actions: torch.Tensor):
         """Step the vector env and keep the trial bookkeeping: (next inputs, reward [B], explore [B],
@@ -278,27 +254,27 @@ class ReferenceRecurrentPPO:
         )
 
     @torch.no_grad()
-    def collect(self) -> Window:
+    def collect(self) -> recurrent.Rollout:
         cfg = self.cfg
         state0, state, inp = self.state, self.state, self.inputs
-        keys = ("x", "prev_action", "prev_reward", "reset", "actions", "logp", "values", "rewards", "trial_done")
+        keys = ("x", "prev_action", "prev_reward", "reset", "actions", "logp", "values", "rewards", "raw_rewards",
+                "trial_done")  # fmt: skip
         rec = {k: [] for k in keys}
         for _ in range(cfg.rollout_steps):
             logits, value, state = self.net(inp.x, inp.prev_action, inp.prev_reward, state, inp.reset)
             dist = Categorical(logits=logits)
             a = dist.sample()
             nxt, r, explore, trial_done = self.env_step(a)
-            if cfg.explore_episodes:
-                r = r * ~explore
-            for k, v in zip(keys, (*inp, a, dist.log_prob(a), value, r, trial_done), strict=True):
+            objective = r * ~explore if cfg.explore_episodes else r
+            for k, v in zip(keys, (*inp, a, dist.log_prob(a), value, objective, r, trial_done), strict=True):
                 rec[k].append(v)
             inp = nxt
         bootstrap = self.net(inp.x, inp.prev_action, inp.prev_reward, state, inp.reset)[1]
         self.state, self.inputs = state, inp
         self.env_steps += cfg.num_envs * cfg.rollout_steps
-        return Window(**{k: torch.stack(v, 1) for k, v in rec.items()}, state0=state0, bootstrap=bootstrap)
+        return recurrent.Rollout(**{k: torch.stack(v, 1) for k, v in rec.items()}, state0=state0, bootstrap=bootstrap)
 
-    def gae(self, w: Window) -> tuple[torch.Tensor, torch.Tensor]:
+    def gae(self, w: recurrent.Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE over reversed time, a trial's end terminal: (advantages, returns) [B, T]."""
         cfg = self.cfg
         T = w.rewards.shape[1]
@@ -312,7 +288,7 @@ class ReferenceRecurrentPPO:
             adv[:, t] = last
         return adv, adv + w.values
 
-    def loss(self, w: Window, adv: torch.Tensor, ret: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def loss(self, w: recurrent.Rollout, adv: torch.Tensor, ret: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The PPO loss of the envs ``idx``: clipped surrogate on normalised advantages, value MSE,
         entropy bonus."""
         cfg = self.cfg
@@ -328,7 +304,7 @@ class ReferenceRecurrentPPO:
         value_loss = 0.5 * ((values - ret[idx]) ** 2).mean()
         return policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * dist.entropy().mean()
 
-    def update(self, w: Window) -> float:
+    def update(self, w: recurrent.Rollout) -> float:
         cfg = self.cfg
         adv, ret = self.gae(w)
         total = 0.0
@@ -364,7 +340,6 @@ def _reference_loop(inputs: dict[str, Any]) -> Callable[[], Any]:
 def _impls() -> list[Impl]:
     return [
         Impl("cpp", _ours, backend="cpp"),
-        Impl("reference", _ours, backend="reference"),
         Impl(BASELINE, _reference_loop, kind="peer"),
     ]
 

@@ -51,7 +51,7 @@ import numbers
 import numpy as np
 import torch
 
-from .core import BatchedEnv, Family, StateSpec, rng_below
+from .core import BatchedEnv, Family, StateSpec, rng_below, split_family_kwargs
 
 SPLITS = ("train", "test")
 DEFAULT_NUM_TASKS = {"train": 10000, "test": 1000}
@@ -322,24 +322,7 @@ class HarlowFamily(Family):
         return np.repeat(np.repeat(img, cell, axis=0), cell, axis=1)
 
 
-def Harlow(
-    num_envs: int,
-    *,
-    width: int = 2,
-    presentations: int = 5,
-    fixation_steps: int = 1,
-    split: str = "train",
-    num_tasks: int | None = None,
-    task_seed: int = 0,
-    value_low: float = 0.1,
-    value_high: float = 1.0,
-    min_gap: float = 0.2,
-    reward: float = 1.0,
-    empty_reward: float = 0.0,
-    episodes_per_trial: int = 1,
-    max_steps: int | None = None,
-    **kwargs,
-) -> BatchedEnv:
+def Harlow(num_envs: int, *, episodes_per_trial: int = 1, max_steps: int | None = None, **kwargs) -> BatchedEnv:
     """A batch of Harlow environments (functional API; rules in the module docstring).
 
     ``width`` cells on the line (= actions), ``presentations`` of the pair per episode, each after
@@ -347,20 +330,11 @@ def Harlow(
     ``task_seed`` shape the pool of value pairs, drawn from ``[value_low, value_high]`` at least
     ``min_gap`` apart; ``reward`` is paid at the rewarded object (its negative at the other),
     ``empty_reward`` at an empty cell. The episode ends itself (``max_steps`` defaults to none);
-    ``episodes_per_trial`` defaults to 1 (a new pair every episode). Other keyword arguments go to
-    ``BatchedEnv`` (``seed``, ``device``, ``autoreset_mode``, ...).
+    ``episodes_per_trial`` defaults to 1 (a new pair every episode). Keyword arguments of ``HarlowFamily`` choose
+    the rules and tasks, the others go to ``BatchedEnv`` (``seed``, ``device``, ``autoreset_mode``, ...).
     """
-    family = HarlowFamily(
-        width=width,
-        presentations=presentations,
-        fixation_steps=fixation_steps,
-        split=split,
-        num_tasks=num_tasks,
-        task_seed=task_seed,
-        value_low=value_low,
-        value_high=value_high,
-        min_gap=min_gap,
-        reward=reward,
-        empty_reward=empty_reward,
-    )
-    return BatchedEnv(family, num_envs, episodes_per_trial=episodes_per_trial, max_steps=max_steps, **kwargs)
+    family_kwargs, env_kwargs = split_family_kwargs(HarlowFamily, kwargs)
+    return BatchedEnv(
+        HarlowFamily(**family_kwargs), num_envs, episodes_per_trial=episodes_per_trial, max_steps=max_steps,
+        **env_kwargs,
+    )  # fmt: skip
