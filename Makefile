@@ -1,7 +1,8 @@
 # metakern: `make test` and `make bench` do all set-up on a fresh machine.
 #   make test                 build (C++ and, where nvcc is found, CUDA), then run the test suite
 #   make bench                build, then `metakern bench` (table, JSON and PNG under bench-out/)
-#   make bench-quick          the same with --quick (about 105 s on 2 cores before the MAML case, which adds about 45 s)
+#   make bench-quick          the same with --quick (about 105 s on 2 cores, plus about 45 s for the MAML case and
+#                             about 100 s for the recurrent agents' cases, whose plain-PyTorch baselines take 8 s a call)
 #   make asv                  run the asv suite against the installed build (bench/asv.conf.json)
 #   make peers                install the environment benchmark peers (minigrid, gymnax on JAX CPU)
 #   make lint                 ruff
