@@ -359,15 +359,18 @@ class _GRUWindow(torch.autograd.Function):
 
 
 def make_policy(cfg: RecurrentConfig, obs_dim: int, num_actions: int) -> nn.Module:
-    torch.manual_seed(_seed(cfg.seed, "init"))
-    if cfg.AGENT == "metods":
-        from ..metods import MetODSPolicy
+    """The agent of ``cfg`` (``AGENT``: GRU or MetODS), initialised from the run's seed without
+    touching the caller's global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(cfg.seed, "init"))
+        if cfg.AGENT == "metods":
+            from ..metods import MetODSPolicy
 
-        return MetODSPolicy(
-            obs_dim, num_actions, hidden=cfg.hidden, inner_steps=cfg.inner_steps, learn_alpha=cfg.learn_alpha,
-            decay=cfg.decay, validate_args=False, device=cfg.device,
-        )  # fmt: skip
-    return GRUPolicy(obs_dim, num_actions, cfg.hidden).to(cfg.device)
+            return MetODSPolicy(
+                obs_dim, num_actions, hidden=cfg.hidden, inner_steps=cfg.inner_steps, learn_alpha=cfg.learn_alpha,
+                decay=cfg.decay, validate_args=False, device=cfg.device,
+            )  # fmt: skip
+        return GRUPolicy(obs_dim, num_actions, cfg.hidden).to(cfg.device)
 
 
 def sample_actions(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
