@@ -230,7 +230,13 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert summary["iteration"] == 2 and (out / "metrics.csv").exists()
     assert cli_main([*args[:-3], "--out", str(tmp_path / "bad"), "--quiet", "--inner-lr", "-1"]) == 2
     assert "inner_lr must be" in capsys.readouterr().err
-    assert cli_main([*args, "--resume", "--iterations", "3"]) == 2  # other settings than the saved run
+    assert cli_main([*args, "--resume", "--inner-lr", "0.5"]) == 2  # other settings than the saved run
+    assert "other settings (inner_lr)" in capsys.readouterr().err
+    assert cli_main([*args, "--resume", "--iterations", "3"]) == 0  # a larger --iterations extends the run
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["iteration"] == 3 and len(list(csv.DictReader(open(out / "metrics.csv")))) == 3
+    assert json.loads((out / "config.json").read_text())["iterations"] == 3
+    assert cli_main([*args, "--resume", "--iterations", "1"]) == 2  # fewer than already done
 
 
 def test_collect_masks_steps_after_the_episode_end():

@@ -13,7 +13,8 @@ A run folder holds::
 ``Run`` opens a folder for a new run or, with ``resume=True``, reopens one: the checkpoint gives
 the iteration to continue from, the metrics file is cut back to that iteration (rows logged after
 the last checkpoint are dropped, so a resumed run logs the same rows as an uninterrupted one) and
-the saved config must equal the new one (a resumed run with other settings is refused).
+the saved config must equal the new one apart from ``iterations`` (a resumed run with other settings
+is refused; a larger ``iterations`` extends a run, which is how a finished run trains further).
 ``Progress`` is the progress bar (stderr; a carriage-return bar on a terminal, a line every ~10 %
 otherwise).
 """
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 
 CONFIG, METRICS, CHECKPOINT, PLOT = "config.json", "metrics.csv", "checkpoint.pt", "curves.png"
+EXTENDABLE = ("iterations",)  # config fields a resumed run may change
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -115,12 +117,20 @@ class Run:
             if not ckpt.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
             saved = json.loads((self.path / CONFIG).read_text())
-            if saved != self.config:
-                diff = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
+            diff = sorted(
+                k for k in set(saved) | set(self.config) if k not in EXTENDABLE and saved.get(k) != self.config.get(k)
+            )
+            if diff:
                 raise ValueError(f"--resume: the run in {self.path} was made with other settings ({', '.join(diff)})")
             self.state = torch.load(ckpt, map_location="cpu", weights_only=False)
             self.start = int(self.state["iteration"])
+            if self.config.get("iterations", self.start) < self.start:
+                raise ValueError(
+                    f"--resume: the run in {self.path} has done {self.start} iterations, more than "
+                    f"--iterations {self.config['iterations']}"
+                )
             self._truncate_metrics(self.start)
+            (self.path / CONFIG).write_text(json.dumps(self.config, indent=2) + "\n")
         else:
             if ckpt.exists():
                 raise FileExistsError(
