@@ -103,6 +103,20 @@ def test_reference_loop_counts_env_steps():
 # The plain agents compute what metakern's do
 
 
+def _assert_same_agent(ours, plain, x, pa, pr, reset, state):
+    """metakern's agent and the plain one give the same logits, values and state: over a window
+    (``forward_sequence`` vs ``plain_sequence``) and for one acting step."""
+    with torch.no_grad():
+        seq = ours.forward_sequence(x, pa, pr, reset, state)
+        logits, values = br.plain_sequence(plain, x, pa, pr, reset, state)
+        torch.testing.assert_close(logits, seq.logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(values, seq.value, atol=1e-5, rtol=1e-5)
+        one = ours(x[:, 0], pa[:, 0], pr[:, 0], state, reset[:, 0])
+        lg, v, new_state = plain(x[:, 0], pa[:, 0], pr[:, 0], state, reset[:, 0])
+        for a, b in ((lg, one.logits), (v, one.value), (new_state, one.state)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_plain_rl2_equals_gru_policy():
     D, A, H = 11, 4, 16
     torch.manual_seed(0)
@@ -110,16 +124,7 @@ def test_plain_rl2_equals_gru_policy():
     plain = br.PlainRL2(D, A, H)
     plain.load_state_dict(ours.state_dict())
     x, pa, pr, reset = _inputs(D, A, (5, 7))
-    h0 = torch.randn(5, H)
-    with torch.no_grad():
-        seq = ours.forward_sequence(x, pa, pr, reset, h0)
-        logits, values = br.plain_sequence(plain, x, pa, pr, reset, h0)
-        torch.testing.assert_close(logits, seq.logits, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(values, seq.value, atol=1e-5, rtol=1e-5)
-        one = ours(x[:, 0], pa[:, 0], pr[:, 0], h0, reset[:, 0])
-        lg, v, h = plain(x[:, 0], pa[:, 0], pr[:, 0], h0, reset[:, 0])
-        for a, b in ((lg, one.logits), (v, one.value), (h, one.state)):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    _assert_same_agent(ours, plain, x, pa, pr, reset, torch.randn(5, H))
 
 
 @pytest.mark.parametrize("learn_alpha", [True, False])
@@ -134,16 +139,7 @@ def test_plain_metods_equals_metods_policy(learn_alpha):
             p.add_(0.1 * torch.randn_like(p))
     plain.load_state_dict(ours.state_dict())
     x, pa, pr, reset = _inputs(D, A, (5, 7), seed=2)
-    W = 0.3 * torch.randn(5, N, N)
-    with torch.no_grad():
-        seq = ours.forward_sequence(x, pa, pr, reset, W)
-        logits, values = br.plain_sequence(plain, x, pa, pr, reset, W)
-        torch.testing.assert_close(logits, seq.logits, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(values, seq.value, atol=1e-5, rtol=1e-5)
-        one = ours(x[:, 0], pa[:, 0], pr[:, 0], W, reset[:, 0])
-        lg, v, W1 = plain(x[:, 0], pa[:, 0], pr[:, 0], W, reset[:, 0])
-        for a, b in ((lg, one.logits), (v, one.value), (W1, one.state)):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    _assert_same_agent(ours, plain, x, pa, pr, reset, 0.3 * torch.randn(5, N, N))
 
 
 @pytest.mark.parametrize("kind", ["rl2", "metods"])
