@@ -162,13 +162,13 @@ class RecurrentConfig:
 
 def make_env(cfg: RecurrentConfig, split: str, num_envs: int, *, seed: int, maze_size: int | None = None):
     """The training (``split="train"``: trials draw tasks from the training pool) or evaluation
-    (``"test"``: tasks held until ``set_tasks``) envs of ``cfg.env``; E-RL2 trials of
-    ``episodes_per_trial`` episodes in evaluation (the protocol's 5, 3 of them exploratory)."""
+    (``"test"``: tasks held until ``set_tasks``) envs of ``cfg.env``. Evaluation trials follow the
+    E-RL2 protocol (5 episodes, the first 3 exploratory) except on one-episode tasks."""
     train = split == "train"
-    episodes = cfg.trial_episodes()
-    explore = 0 if cfg.single_episode_trials() else (cfg.explore_episodes if train else 3)
-    if not train and not cfg.single_episode_trials():
-        episodes = max(episodes, 5)
+    if cfg.single_episode_trials():
+        episodes, explore = 1, 0
+    else:
+        episodes, explore = (cfg.episodes_per_trial, cfg.explore_episodes) if train else (5, 3)
     # same_step autoreset: the step that ends an episode returns the next episode's first
     # observation, so a trial is an unbroken stream of real steps for the recurrent agent
     common = dict(episodes_per_trial=episodes, explore_episodes=explore, resample_tasks=train, seed=seed,
@@ -181,10 +181,6 @@ def make_env(cfg: RecurrentConfig, split: str, num_envs: int, *, seed: int, maze
         n = 1000 if train else 64
         return envs.Maze(num_envs, size=size, split=split, num_mazes=n, variant=cfg.maze_variant, **common)
     return envs.Harlow(num_envs, split=split, **common)
-
-
-def num_test_tasks(env: envs.BatchedEnv) -> int:
-    return env.family.num_tasks()
 
 
 class Inputs(NamedTuple):
@@ -412,7 +408,6 @@ class RecurrentAgent:
         self.gen = torch.Generator(device=self.device).manual_seed(_seed(cfg.seed, "actions"))
         self.iteration = 0
         self.env_steps = 0
-        self.episodes_done = 0
         B = cfg.num_envs
         self.state = self.policy.initial_state(B, self.device)
         self.inputs = observe(self.env, self.env.observe(), torch.ones(B, dtype=torch.bool, device=self.device))
@@ -490,12 +485,9 @@ class RecurrentAgent:
     def step(self) -> dict[str, float]:
         ro = self.collect()
         stats = self.update(ro)
-        done = ro.trial_done.sum()
-        self.episodes_done += int(done)
-        # mean trial return of the trials that ended in this window (their earlier steps may lie in
-        # the previous window): the raw reward summed over the window per ended trial
+        # trials span windows, so the training signal logged is the raw reward per env-step
         stats["reward_per_step"] = float(ro.raw_rewards.mean())
-        stats["trials_ended"] = float(done)
+        stats["trials_ended"] = float(ro.trial_done.sum())
         return stats
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -514,7 +506,7 @@ class RecurrentAgent:
         the trial (L: the longest trial)."""
         B = env.num_envs
         env.reset(seed=_seed(self.cfg.seed, it, tag))
-        tasks = torch.arange(B, device=self.device) % num_test_tasks(env)
+        tasks = torch.arange(B, device=self.device) % env.family.num_tasks()
         obs = env.set_tasks(tasks)
         gen = torch.Generator(device=self.device).manual_seed(_seed(self.cfg.seed, it, tag, "actions"))
         state = self.policy.initial_state(B, self.device)
