@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from bench_testing import load_asv_suite
 from metakern.algos import emaml, maml, promp, rollout
 from metakern.bench import maml as bench_maml
 from metakern.cli import main as cli_main
@@ -262,13 +263,7 @@ def test_bench_case_runs_every_implementation():
 
 
 def test_asv_maml_suite_builds_from_the_case():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "maml.py"
-    spec = importlib.util.spec_from_file_location("asv_maml", path)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
+    suite = load_asv_suite("maml")
     assert suite.CASE == bench_maml.krazyworld_case().id
     bench = suite.MAMLMetaIteration()
     bench.setup("cpp")

@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from bench_testing import load_asv_suite
 from metakern.bench import harness, report
 from metakern.bench import scan as scan_cases
 from metakern.cli import main
@@ -240,13 +241,7 @@ def test_oracle_cases_agree_with_their_torch_func_baselines():
 def test_asv_meta_gradient_suite_builds_from_the_cases():
     """bench/benchmarks/meta_gradient.py: every family's case is a parameter; a missing
     implementation is skipped (NotImplementedError), an existing one runs."""
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "meta_gradient.py"
-    spec = importlib.util.spec_from_file_location("asv_meta_gradient", path)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
+    suite = load_asv_suite("meta_gradient")
     families = {c.split("/")[0] for c in suite.CASES}
     assert families == {"estimators", "oracle", "policy"}
     case = next(c for c in suite.CASES if c.startswith("estimators/loaded_dice.grad+hvp.tabular"))

@@ -1,10 +1,8 @@
 """The environment benchmark cases (metakern/bench/envs.py) and their asv suite."""
 
-import importlib.util
-import pathlib
-
 import pytest
 import torch
+from bench_testing import load_asv_suite
 from metakern.bench import harness
 
 
@@ -31,10 +29,7 @@ def test_small_env_case_runs_every_available_implementation():
 
 
 def test_asv_env_suite_builds_from_the_cases():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "envs.py"
-    spec = importlib.util.spec_from_file_location("asv_envs", path)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
+    suite = load_asv_suite("envs")
     case = "envs/gridnavi.step/B=1,K=1"
     assert case in suite.CASES
     bench = suite.EnvStep()

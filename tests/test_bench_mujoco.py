@@ -4,9 +4,7 @@ No timing is asserted. The rows run once on a tiny batch (B=2, K=2); one CLI run
 row of the real case in quick mode.
 """
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import torch
 
 pytest.importorskip("mujoco")
 
+from bench_testing import load_asv_suite
 from metakern.bench import harness
 from metakern.bench import mujoco as mj_bench
 from metakern.cli import main
@@ -137,10 +136,7 @@ def test_cli_quick_times_one_row_of_the_case(tmp_path):
 
 
 def test_asv_mujoco_suite_builds_from_the_case():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "mujoco.py"
-    spec = importlib.util.spec_from_file_location("asv_mujoco", path)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
+    suite = load_asv_suite("mujoco")
     assert suite.CASE == CASE_ID and suite.IMPLS == ["cpp", "gym-sync"]
     bench = suite.MujocoStep()
     impl = "cpp" if _engine_reason("cpp") is None else "gym-sync"

@@ -6,11 +6,9 @@ No timing is asserted."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 import torch
+from bench_testing import load_asv_suite
 from metakern import envs
 from metakern.algos import recurrent
 from metakern.bench import harness
@@ -36,14 +34,6 @@ def _inputs(obs_dim: int, num_actions: int, lead: tuple[int, ...], seed: int = 0
     prev_reward = torch.randn(lead, generator=g)
     reset = torch.rand(lead, generator=g) < 0.25
     return x, prev_action, prev_reward, reset
-
-
-def _load_asv_suite():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "recurrent.py"
-    spec = importlib.util.spec_from_file_location("asv_recurrent", path)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
-    return suite
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,7 +219,7 @@ def test_gym_baseline_env_inputs_equal_metakerns(kind):
 
 
 def test_asv_suite_builds_from_the_cases(monkeypatch):
-    suite = _load_asv_suite()
+    suite = load_asv_suite("recurrent")
     assert suite.CASES == [br.rl2_case().id, br.metods_case().id]
     assert suite.IMPLS == ["cpp", br.BASELINE]
     tiny = [br.rl2_case(B, T), br.metods_case(B, T, hidden=8)]

@@ -5,12 +5,11 @@ No timing is asserted; runs use tiny sizes (or the cheap acting step) in quick m
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 import torch
+from bench_testing import load_asv_suite
 from metakern.bench import harness
 from metakern.bench import synapse as sb
 from metakern.cli import main
@@ -27,14 +26,6 @@ def _no_opt_in(monkeypatch):
 
 def _tiny_cases(dtype=torch.float32):
     return sb.synapse_cases("cpu", dtype, target=TINY, step=TINY_STEP)
-
-
-def _load_asv_suite():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "benchmarks" / "synapse.py"
-    spec = importlib.util.spec_from_file_location("asv_synapse", path)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
-    return suite
 
 
 def test_family_registers_the_target_cases():
@@ -265,7 +256,7 @@ def test_flop_model():
 
 
 def test_asv_synapse_suite_builds_from_the_cases():
-    suite = _load_asv_suite()
+    suite = load_asv_suite("synapse")
     assert not torch.cuda.is_initialized()
     assert set(suite.CASES) >= {c.id for c in sb.synapse_cases("cpu", torch.float32)}
     assert "synapse/metods_synapse.fwd+bwd/B=256,T=500,N=64,S=2" in suite.CASES
