@@ -32,13 +32,7 @@ constexpr int kMaxS = 16;        // Python refuses larger S (stack arrays below)
 constexpr int64_t kGroups = 64;  // fixed reduction groups of the backward (metods.h)
 
 template <typename R> MK_ALWAYS_INLINE R act(int kind, R p) {
-  if (kind == static_cast<int>(SynapseActivation::Tanh)) {
-    if constexpr (sizeof(R) == 4) {
-      return tanh_fast(p);
-    } else {
-      return std::tanh(p);
-    }
-  }
+  if (kind == static_cast<int>(SynapseActivation::Tanh)) return tanh_any(p);
   if (kind == static_cast<int>(SynapseActivation::Relu)) return p > R(0) ? p : R(0);
   return p;
 }
