@@ -503,7 +503,7 @@ def test_task_pool():
 
 
 def test_every_registered_task_builds_and_steps():
-    assert set(MUJOCO_TASKS) == {*task_families(), "SparsePointRobot"}
+    assert set(MUJOCO_TASKS) == {*task_families(), "SparsePointRobot", "SparsePointRobotDynamics"}
     for task in MUJOCO_TASKS:
         env = MujocoBatchedEnv(task, 2, seed=0, max_steps=3)
         r = env.step(np.zeros((2, env.act_dim)))
@@ -900,3 +900,49 @@ def test_point_robot_goals():
     assert np.all(both[:, 1] >= -1e-12) and len({tuple(g) for g in both.tolist()}) == 100
     env = MujocoBatchedEnv("SparsePointRobot", 6, split="test", seed=3)
     np.testing.assert_array_equal(env.task_params, test[env.task_index])
+
+
+def test_point_robot_motor_dynamics():
+    """SparsePointRobotDynamics: xy += gain * R(rotation) @ clip(a), the rest as PEARL's point robot."""
+    env = MujocoBatchedEnv("SparsePointRobotDynamics", 3, seed=0, resample_tasks=False)
+    assert env.task_params_names == ("goal_x", "goal_y", "motor_gain", "motor_rotation")
+    tasks = np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.5, np.pi / 2], [0.0, 1.0, 0.5, -np.pi / 4]])
+    env.set_tasks(tasks)
+    pos = np.zeros((3, 2))
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        a = rng.uniform(-0.3, 0.3, size=(3, 2))
+        r = env.step(a)
+        c = np.clip(a, -0.1, 0.1)
+        for i, (_, _, g, phi) in enumerate(tasks):
+            rot = np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
+            pos[i] += g * rot @ c[i]
+        np.testing.assert_allclose(r.obs.numpy(), pos, atol=1e-12)
+        d = np.linalg.norm(pos - tasks[:, :2], axis=1)
+        np.testing.assert_allclose(r.reward.numpy(), np.where(d <= 0.2, 1.0 - d, 0.0), atol=1e-12)
+    # the identity motor is PEARL's point robot
+    plain = MujocoBatchedEnv("SparsePointRobot", 1, seed=0, resample_tasks=False)
+    plain.set_tasks([0.0, 1.0])
+    env.set_tasks(tasks)
+    for _ in range(20):
+        a = rng.uniform(-0.3, 0.3, size=(1, 2))
+        np.testing.assert_array_equal(plain.step(a).obs.numpy()[0], env.step(np.repeat(a, 3, 0)).obs.numpy()[0])
+
+
+def test_point_robot_motor_splits():
+    train = MujocoBatchedEnv("SparsePointRobotDynamics", 256, seed=0, split="train")
+    test = MujocoBatchedEnv("SparsePointRobotDynamics", 256, seed=0, split="test")
+    goals = get_family("SparsePointRobot")
+    assert {tuple(g) for g in train.task_params[:, :2].tolist()} <= {
+        tuple(g) for g in goals.fixed_tasks("pearl", "train").tolist()
+    }
+    gain, rot = train.task_params[:, 2], train.task_params[:, 3]
+    assert set(np.round(gain, 6).tolist()) == {0.75, 0.85, 1.0, 1.15, 1.25}
+    assert np.all(np.abs(rot) <= np.pi / 6) and rot.min() < -0.3 and rot.max() > 0.3
+    gain, rot = test.task_params[:, 2], test.task_params[:, 3]
+    assert np.all(((gain >= 0.4) & (gain <= 0.5)) | ((gain >= 1.5) & (gain <= 1.6)))
+    assert np.all((np.abs(rot) >= np.pi / 6) & (np.abs(rot) <= np.pi / 3)) and (rot < 0).any() and (rot > 0).any()
+    vec = gymnasium.make_vec("metakern/SparsePointRobotDynamics-v0", num_envs=2)
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (2, 2)
+    vec.close()

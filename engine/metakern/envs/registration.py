@@ -50,6 +50,7 @@ MUJOCO_TASKS = (
     "SparseHalfCheetahVel",
     "SparseAntGoal",
     "SparsePointRobot",
+    "SparsePointRobotDynamics",
 )
 
 

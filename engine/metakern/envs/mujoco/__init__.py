@@ -13,7 +13,8 @@ dynamics vary              ``HopperRandParams``, ``Walker2dRandParams`` (VariBAD
                            ``HalfCheetahMassDamping``, ``AntMassDamping``, ``HopperMassDamping``,
                            ``CrippleAnt``, ``CrippleHalfCheetah`` (DOMINO)
 sparse reward              ``SparseHalfCheetahVel``, ``SparseAntGoal`` (with mass x damping),
-                           ``SparsePointRobot`` (PEARL, no MuJoCo)
+                           ``SparsePointRobot`` (PEARL, no MuJoCo), ``SparsePointRobotDynamics``
+                           (its motor's gain and rotation vary per task)
 =========================  =======================================================================
 
 Needs ``pip install 'mujoco>=3.2,<4'`` (or >= 4.0.1; 4.0.0 is refused for its solver bug).

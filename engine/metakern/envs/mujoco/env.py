@@ -215,6 +215,9 @@ class MujocoBatchedEnv:
         elif dyn.kind == "mass_damping":
             self.sim.set_model_field(i, "body_mass", base["body_mass"] * p[0])
             self.sim.set_model_field(i, "dof_damping", base["dof_damping"] * p[1])
+        elif dyn.kind == "point_motor":
+            self.sim.set_motor(i, p[0], p[1])
+            return
         else:  # cripple
             self.sim.set_model_field(i, "body_mass", base["body_mass"] * p[1])
             limb = int(p[0])
@@ -257,6 +260,8 @@ class MujocoBatchedEnv:
             return (*names, "mass_scale", "damping_scale")
         if dyn.kind == "cripple":
             return (*names, "crippled_limb", "mass_scale")
+        if dyn.kind == "point_motor":
+            return (*names, "motor_gain", "motor_rotation")
         sizes = {f: self._base_fields[f].size for f in self._base_fields}
         return names + tuple(f"{f}[{j}]" for f, n in sizes.items() for j in range(n))
 

@@ -4,6 +4,15 @@ State = position in the plane, starting at the origin; an action is a displaceme
 [-0.1, 0.1]^2; the observation is the position. Goals lie on the unit half circle. The dense
 reward is minus the distance to the goal; the sparse reward (PEARL's ``sparsify_rewards``) is
 ``1 - distance`` inside the goal radius (0.2) and 0 outside. Episodes last 20 steps.
+
+``SparsePointRobot`` is PEARL's task exactly: only the goal varies. ``SparsePointRobotDynamics``
+adds the dynamics variation DRaT-style transfer needs (the transition kernels of two tasks
+differ, so the importance weight P_i(s'|s,a) / P_j(s'|s,a) is not 1): a per-task motor that
+scales and rotates the clipped action, ``xy += gain * R(rotation) @ clip(a, -0.1, 0.1)``. PEARL
+and the spec define no dynamics for the point robot; the ranges are metakern's choice, the gains
+DOMINO's mass scales: train gain in {0.75, 0.85, 1, 1.15, 1.25} and rotation U(-pi/6, pi/6);
+test (out of distribution) gain in [0.4, 0.5] or [1.5, 1.6] and |rotation| in [pi/6, pi/3].
+The move stays a linear map of the clipped action, so every gain and rotation is stable.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .robots import Kin
-from .tasks import Preset, TaskFamily, fixed
+from .tasks import _DOMINO_OOD, _DOMINO_SCALES, Dynamics, Preset, TaskFamily, dynamics_size, fixed
 
 
 class _PointSim:
@@ -22,6 +31,8 @@ class _PointSim:
         self.out = {"qpos": np.zeros((B, 2))}
         self.nu = 2
         self.dt = 1.0
+        # the motor of each env: xy += motor[i] @ clip(a) (identity: PEARL's point robot)
+        self.motor = np.tile(np.eye(2), (B, 1, 1))
 
     def action_bounds(self):
         return np.full(2, -0.1, np.float32), np.full(2, 0.1, np.float32)
@@ -30,16 +41,23 @@ class _PointSim:
         return np.zeros(2), np.zeros(0)
 
     def dynamics_size(self, dyn):
-        return 0
+        return dynamics_size(dyn, None)
 
-    def model_field(self, name):  # pragma: no cover - the point robot has no dynamics variation
+    def model_field(self, name):  # pragma: no cover - the point robot has no MjModel
         raise ValueError("the point robot has no model fields")
+
+    def set_motor(self, i: int, gain: float, rotation: float) -> None:
+        c, s = np.cos(rotation), np.sin(rotation)
+        self.motor[i] = gain * np.array([[c, -s], [s, c]])
+
+    def set_const(self, i: int) -> None:  # no derived constants to recompute
+        pass
 
     def reset_state(self, i, qpos, qvel):
         self.out["qpos"][i] = qpos
 
     def step(self, ctrl, active):
-        move = np.clip(ctrl, -0.1, 0.1)
+        move = np.einsum("bij,bj->bi", self.motor, np.clip(ctrl, -0.1, 0.1))
         if active is not None:
             move = move * active[:, None]
         self.out["qpos"] += move
@@ -103,5 +121,22 @@ POINT_FAMILIES = {
         max_steps=20,
         terminate_when_unhealthy=False,
         doc="r = 1 - |xy - g| within 0.2 of the goal, else 0; dense -|xy - g| in info",
+    ),
+    "SparsePointRobotDynamics": TaskFamily(
+        "SparsePointRobotDynamics",
+        PointRobot(),
+        _sparse_point,
+        ("goal_x", "goal_y"),
+        presets={"pearl": Preset(_train, _test, note="100 goals on the unit half circle: 80 train, 20 test")},
+        default_preset="pearl",
+        dynamics=Dynamics(
+            "point_motor",
+            train={"gain": _DOMINO_SCALES, "rotation": [(-np.pi / 6, np.pi / 6)]},
+            test={"gain": list(_DOMINO_OOD), "rotation": [(-np.pi / 3, -np.pi / 6), (np.pi / 6, np.pi / 3)]},
+        ),
+        reward_options={"goal_radius": 0.2},
+        max_steps=20,
+        terminate_when_unhealthy=False,
+        doc="SparsePointRobot whose motor varies: xy += gain * R(rotation) @ clip(a); goal x gain x rotation",
     ),
 }

@@ -95,6 +95,8 @@ class Dynamics:
       * ``"mass_damping"``: one scale of every ``body_mass`` and one of every ``dof_damping`` (DOMINO,
         CaDM).
       * ``"cripple"``: a crippled limb (its actuators' controls zeroed) and a mass scale (DOMINO).
+      * ``"point_motor"``: the point robot's motor: a gain and a rotation (radians) of the clipped
+        action before it moves the point, ``xy += gain * R(rotation) @ clip(a)`` (no MjModel).
     """
 
     kind: str
@@ -114,6 +116,8 @@ def dynamics_fields(dyn: Dynamics | None) -> tuple[str, ...]:
         return tuple(RAND_PARAM_BASES)
     if dyn.kind == "mass_damping":
         return ("body_mass", "dof_damping")
+    if dyn.kind == "point_motor":
+        return ()
     return ("body_mass",)  # cripple
 
 
@@ -122,7 +126,7 @@ def dynamics_size(dyn: Dynamics | None, model) -> int:
         return 0
     if dyn.kind == "rand_params":
         return sum(getattr(model, f).size for f in RAND_PARAM_BASES)
-    return 2  # mass_damping: (mass, damping); cripple: (limb, mass)
+    return 2  # mass_damping: (mass, damping); cripple: (limb, mass); point_motor: (gain, rotation)
 
 
 def _scale_draw(rng: np.random.Generator, n: int, spec: Any) -> np.ndarray:
@@ -148,6 +152,8 @@ def sample_dynamics(dyn: Dynamics, model, rng: np.random.Generator, n: int, spli
     if dyn.kind == "cripple":
         limbs = np.asarray(cfg["limbs"], dtype=np.float64)
         return np.stack((limbs[rng.integers(0, len(limbs), size=n)], _scale_draw(rng, n, cfg["mass"])), axis=1)
+    if dyn.kind == "point_motor":
+        return np.stack((_scale_draw(rng, n, cfg["gain"]), _scale_draw(rng, n, cfg["rotation"])), axis=1)
     raise ValueError(f"unknown dynamics kind {dyn.kind!r}")
 
 
