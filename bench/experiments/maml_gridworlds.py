@@ -1,12 +1,14 @@
 """MAML vs E-MAML on Krazy World and mazes over several seeds (issue 7's learning curves).
 
     python bench/experiments/maml_gridworlds.py OUT [--seeds 3] [--iterations 200] [--envs krazyworld maze]
-        [--inner-lr X] [--outer-lr Y]
+        [--inner-lr X] [--outer-lr Y] [--policy mlp] [--hidden-size 64] [--krazy-permute-ids] [--jobs 2]
 
 Runs ``metakern train maml`` and ``metakern train emaml`` (defaults otherwise) for every env and
-seed into OUT/<algo>-<env>-s<seed>/, then writes OUT/table.md (E-MAML protocol on the held-out
-test tasks: mean return of the 3 exploratory pre-update episodes and of the 2 adapted episodes,
-at the first and the last evaluation, mean +- std over seeds) and OUT/curves.png.
+seed into OUT/<algo>-<env>-s<seed>/ (``--jobs`` runs at a time, one thread each; finished runs are
+kept), then writes OUT/table.md (E-MAML protocol on the held-out test tasks: mean return of the 3
+exploratory pre-update episodes and of the 2 adapted episodes, at the first and the last
+evaluation and averaged over the last 5, mean +- std over seeds; and in how many evaluations the
+adapted return beat the pre-update one) and OUT/curves.png.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 from metakern.algos import emaml, maml
 
 ALGOS = {"maml": maml, "emaml": emaml}
+
+
+def _train(name: str, cfg, path: Path) -> None:
+    torch.set_num_threads(1)
+    ALGOS[name].train(cfg, path, progress=False)
+    print(f"done {path}", flush=True)
 
 
 def _evals(run: Path) -> list[dict[str, float]]:
@@ -40,24 +49,33 @@ def main() -> None:
     ap.add_argument("--envs", nargs="+", default=["krazyworld", "maze"])
     ap.add_argument("--inner-lr", type=float, default=None, help="default: the config's")
     ap.add_argument("--outer-lr", type=float, default=None, help="default: the config's")
+    ap.add_argument("--policy", default="linear", choices=("linear", "mlp"))
+    ap.add_argument("--hidden-size", type=int, default=64)
+    ap.add_argument("--krazy-permute-ids", action="store_true", help="permute Krazy World's tile ids per task")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[tuple[str, str], list[Path]] = {}
+    todo = []
     for env in args.envs:
         for name, mod in ALGOS.items():
             for seed in range(args.seeds):
                 path = args.out / f"{name}-{env}-s{seed}"
                 lrs = {k: v for k, v in (("inner_lr", args.inner_lr), ("outer_lr", args.outer_lr)) if v is not None}
                 cfg = mod.CONFIG(env=env, seed=seed, iterations=args.iterations, eval_every=args.eval_every,
-                                 checkpoint_every=args.iterations, **lrs)  # fmt: skip
+                                 checkpoint_every=args.iterations, policy=args.policy, hidden_size=args.hidden_size,
+                                 krazy_permute_ids=args.krazy_permute_ids, **lrs)  # fmt: skip
                 if not (path / "checkpoint.pt").exists():
-                    mod.train(cfg, path, progress=True)
+                    todo.append((name, cfg, path))
                 runs.setdefault((name, env), []).append(path)
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for f in [pool.submit(_train, *job) for job in todo]:
+            f.result()
     lines = [
         "| env | algo | seeds | eval pre (first) | eval adapted (first) | eval pre (last) | eval adapted (last) | "
-        "adapted - pre (last) |",
-        "|---|---|---|---|---|---|---|---|",
+        "adapted - pre (last) | pre (last 5) | adapted (last 5) | adapted > pre |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     import matplotlib
 
@@ -70,10 +88,13 @@ def main() -> None:
         first = [e[0] for e in evals]
         last = [e[-1] for e in evals]
         gap = [r["eval_post_return"] - r["eval_pre_return"] for r in last]
+        tail = lambda key, evals=evals: [statistics.mean(r[key] for r in e[-5:]) for e in evals]  # noqa: E731
+        wins = sum(r["eval_post_return"] > r["eval_pre_return"] for e in evals for r in e)
         lines.append(
             f"| {env} | {name} | {len(paths)} | {_fmt([r['eval_pre_return'] for r in first])} | "
             f"{_fmt([r['eval_post_return'] for r in first])} | {_fmt([r['eval_pre_return'] for r in last])} | "
-            f"{_fmt([r['eval_post_return'] for r in last])} | {_fmt(gap)} |"
+            f"{_fmt([r['eval_post_return'] for r in last])} | {_fmt(gap)} | {_fmt(tail('eval_pre_return'))} | "
+            f"{_fmt(tail('eval_post_return'))} | {wins} of {sum(len(e) for e in evals)} |"
         )
         ax = axes[0][args.envs.index(env)]
         n = min(len(e) for e in evals)

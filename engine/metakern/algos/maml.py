@@ -1,7 +1,8 @@
 """MAML-RL (Finn et al. 2017) with a choice of meta-gradient estimator per slot, and E-MAML.
 
-One meta-iteration, for a meta-batch of N tasks with per-task policies ``W [N, F, A]``
-(``rollout``: linear-softmax over features, metakern's fused log-prob op):
+One meta-iteration, for a meta-batch of N tasks with per-task policy parameters ``W`` (``rollout``:
+``policy="linear"``, linear-softmax over features ``W [N, F, A]``, or ``"mlp"``, a tanh network
+per task ``W [N, D]`` read out by the same fused log-prob op):
 
 1. Inner loop, K steps: collect E episodes per task with W_k, then
    ``W_{k+1} = W_k + alpha * grad J_inner(W_k)`` with the graph kept (``create_graph``), so the
@@ -74,8 +75,9 @@ OUTER = ("vpg", "ppo", "trpo")
 class MAMLConfig:
     """MAML-RL settings (``metakern train maml``). Defaults: the E-MAML Krazy World protocol where it
     says (32 training tasks per meta-batch drawn from the training pool, 64 test tasks, episodes
-    of <= 100 steps, one inner step, 3 + 2 evaluation episodes); the step sizes are ours for the linear-softmax policy
-    (the paper's alpha = 0.01 is for its networks' scale)."""
+    of <= 100 steps, one inner step, 3 + 2 evaluation episodes); the policy (linear-softmax by
+    default; ``policy="mlp"``: ``hidden_layers`` tanh layers of ``hidden_size``) and the step sizes
+    are ours (the paper's alpha = 0.01 is for its networks' scale)."""
 
     env: str = "krazyworld"
     seed: int = 0
@@ -107,13 +109,21 @@ class MAMLConfig:
     checkpoint_every: int = 10
     maze_size: int = 10
     krazy_train_tasks: int = 1024
+    krazy_permute_ids: bool = False
+    policy: str = "linear"
+    hidden_size: int = 64
+    hidden_layers: int = 1
     device: str = "cpu"
 
     def validate(self) -> MAMLConfig:
         spec = rollout.env_spec(self.env, maze_size=self.maze_size, krazy_train_tasks=self.krazy_train_tasks)
         check_ints(self, ("iterations", "meta_batch", "episodes_per_task", "inner_steps", "ppo_epochs", "cg_iters",
                           "line_search_steps", "eval_every", "eval_tasks", "eval_explore", "eval_exploit",
-                          "eval_repeats", "checkpoint_every"))  # fmt: skip
+                          "eval_repeats", "checkpoint_every", "hidden_size", "hidden_layers"))  # fmt: skip
+        if not isinstance(self.krazy_permute_ids, bool):
+            raise ValueError(f"krazy_permute_ids must be a bool, got {self.krazy_permute_ids!r}")
+        if self.policy not in rollout.POLICIES:
+            raise ValueError(f"policy must be one of {rollout.POLICIES}, got {self.policy!r}")
         if self.meta_batch > spec.num_train_tasks:
             raise ValueError(f"meta_batch must be at most the {spec.num_train_tasks} training tasks of {self.env}")
         if self.eval_tasks > spec.num_test_tasks:
@@ -205,12 +215,15 @@ class MAML:
         self.cfg = cfg = config.validate()
         self.spec = rollout.env_spec(cfg.env, maze_size=cfg.maze_size, krazy_train_tasks=cfg.krazy_train_tasks)
         self.device = torch.device(cfg.device)
-        self.theta = torch.zeros(self.spec.num_features, self.spec.num_actions, device=self.device, requires_grad=True)
+        self.policy = rollout.make_policy(cfg.policy, self.spec, hidden_size=cfg.hidden_size,
+                                          hidden_layers=cfg.hidden_layers)  # fmt: skip
+        init_gen = torch.Generator().manual_seed(_seed(cfg.seed, "init"))
+        self.theta = self.policy.init(init_gen, self.device).requires_grad_(True)
         self.opt = torch.optim.Adam([self.theta], lr=cfg.outer_lr)
         E = cfg.episodes_per_task
         mk = lambda split, n: rollout.make_env(  # noqa: E731
             cfg.env, split, n, seed=cfg.seed, device=self.device, maze_size=cfg.maze_size,
-            krazy_train_tasks=cfg.krazy_train_tasks,
+            krazy_train_tasks=cfg.krazy_train_tasks, krazy_permute_ids=cfg.krazy_permute_ids,
         )  # fmt: skip
         self.train_env = mk("train", cfg.meta_batch * E)
         n_eval = cfg.eval_tasks * cfg.eval_repeats
@@ -262,13 +275,15 @@ class MAML:
         W = theta.expand(len(tasks), *theta.shape).contiguous()
         chain, inner = [W], []
         for k in range(cfg.inner_steps):
-            ep = rollout.collect(envs[0], self.spec, W, tasks, episodes[0], gen, _seed(cfg.seed, it, tag, k))
+            ep = rollout.collect(envs[0], self.spec, W, tasks, episodes[0], gen, _seed(cfg.seed, it, tag, k),
+                                 self.policy)  # fmt: skip
             sig = Signals(ep, cfg.gamma)
             inner.append((ep, sig))
             with torch.enable_grad():
                 W = self.adapt(W, ep, sig, mdp, create_graph=create_graph)
             chain.append(W)
-        post = rollout.collect(envs[1], self.spec, W, tasks, episodes[1], gen, _seed(cfg.seed, it, tag, "post"))
+        post = rollout.collect(envs[1], self.spec, W, tasks, episodes[1], gen, _seed(cfg.seed, it, tag, "post"),
+                               self.policy)  # fmt: skip
         return inner, chain, post, mdp
 
     def _emaml_term(self, inner, post, theta):
@@ -285,8 +300,8 @@ class MAML:
         """Mean KL(pi_old || pi_new) over the valid post-update steps."""
         N, E, T, F = post.features.shape
         x = post.features.reshape(N, E * T, F)
-        lo = torch.log_softmax(torch.bmm(x, W_old), -1)
-        ln = torch.log_softmax(torch.bmm(x, W_new), -1)
+        lo = self.policy.log_softmax(W_old, x)
+        ln = self.policy.log_softmax(W_new, x)
         kl = (lo.exp() * (lo - ln)).sum(-1).reshape(N, E, T)
         return (kl * post.mask).sum() / post.mask.sum()
 
