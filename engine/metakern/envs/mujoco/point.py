@@ -108,35 +108,35 @@ def _sparse_point(k: Kin, p, opts):
     return np.where(inside, 1.0 - dist, 0.0), {"dense_reward": -dist, "success": inside.astype(np.float64)}
 
 
-_train, _test = _point_goals()
+def _sparse_point_family(name: str, dynamics: Dynamics | None, doc: str) -> TaskFamily:
+    train, test = _point_goals()
+    return TaskFamily(
+        name,
+        PointRobot(),
+        _sparse_point,
+        ("goal_x", "goal_y"),
+        presets={"pearl": Preset(train, test, note="100 goals on the unit half circle: 80 train, 20 test")},
+        default_preset="pearl",
+        dynamics=dynamics,
+        reward_options={"goal_radius": 0.2},
+        max_steps=20,
+        terminate_when_unhealthy=False,
+        doc=doc,
+    )
+
+
+_MOTOR = Dynamics(
+    "point_motor",
+    train={"gain": _DOMINO_SCALES, "rotation": [(-np.pi / 6, np.pi / 6)]},
+    test={"gain": list(_DOMINO_OOD), "rotation": [(-np.pi / 3, -np.pi / 6), (np.pi / 6, np.pi / 3)]},
+)
 POINT_FAMILIES = {
-    "SparsePointRobot": TaskFamily(
-        "SparsePointRobot",
-        PointRobot(),
-        _sparse_point,
-        ("goal_x", "goal_y"),
-        presets={"pearl": Preset(_train, _test, note="100 goals on the unit half circle: 80 train, 20 test")},
-        default_preset="pearl",
-        reward_options={"goal_radius": 0.2},
-        max_steps=20,
-        terminate_when_unhealthy=False,
-        doc="r = 1 - |xy - g| within 0.2 of the goal, else 0; dense -|xy - g| in info",
+    "SparsePointRobot": _sparse_point_family(
+        "SparsePointRobot", None, "r = 1 - |xy - g| within 0.2 of the goal, else 0; dense -|xy - g| in info"
     ),
-    "SparsePointRobotDynamics": TaskFamily(
+    "SparsePointRobotDynamics": _sparse_point_family(
         "SparsePointRobotDynamics",
-        PointRobot(),
-        _sparse_point,
-        ("goal_x", "goal_y"),
-        presets={"pearl": Preset(_train, _test, note="100 goals on the unit half circle: 80 train, 20 test")},
-        default_preset="pearl",
-        dynamics=Dynamics(
-            "point_motor",
-            train={"gain": _DOMINO_SCALES, "rotation": [(-np.pi / 6, np.pi / 6)]},
-            test={"gain": list(_DOMINO_OOD), "rotation": [(-np.pi / 3, -np.pi / 6), (np.pi / 6, np.pi / 3)]},
-        ),
-        reward_options={"goal_radius": 0.2},
-        max_steps=20,
-        terminate_when_unhealthy=False,
-        doc="SparsePointRobot whose motor varies: xy += gain * R(rotation) @ clip(a); goal x gain x rotation",
+        _MOTOR,
+        "SparsePointRobot whose motor varies: xy += gain * R(rotation) @ clip(a); goal x gain x rotation",
     ),
 }
