@@ -364,3 +364,18 @@ def test_mlp_policy_trains(tmp_path, outer):
     assert summary["iteration"] == cfg.iterations and math.isfinite(summary["eval_post_return"])
     with pytest.raises(ValueError, match="policy must be one of"):
         tiny(policy="cnn").validate()
+
+
+@pytest.mark.parametrize("permute", [False, True])
+def test_bench_reference_loop_plays_the_same_tasks(permute):
+    """The baseline's gymnasium envs and metakern's batched env show the same first observation of
+    the same task, with and without the tile-id permutation."""
+    cfg = bench_maml.bench_config(meta_batch=2, episodes_per_task=2)
+    cfg.krazy_permute_ids = permute
+    ref = bench_maml.ReferenceMAML(cfg)
+    ours = maml.MAML(cfg)
+    tasks = torch.tensor([3, 17])
+    obs = ours.train_env.set_tasks(tasks.repeat_interleave(2))
+    for i, env in enumerate(ref.envs.envs):
+        first, _ = env.reset(options={"task": int(tasks[i // 2])})
+        assert first.tolist() == obs[i].tolist(), i

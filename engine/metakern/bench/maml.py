@@ -82,7 +82,7 @@ class ReferenceMAML:
             return registration.make_single(
                 "metakern/KrazyWorld-v0", backend="reference", obs_view="patch", obs_mode="onehot",
                 **rollout.krazy_split("train", cfg.krazy_train_tasks), episodes_per_trial=1, explore_episodes=0,
-                max_steps=self.spec.max_steps,
+                max_steps=self.spec.max_steps, permute_colors=cfg.krazy_permute_ids,
             )  # fmt: skip
 
         self.envs = gymnasium.vector.SyncVectorEnv([env_fn for _ in range(N * E)])
