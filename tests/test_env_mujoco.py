@@ -942,6 +942,8 @@ def test_point_robot_motor_splits():
     gain, rot = test.task_params[:, 2], test.task_params[:, 3]
     assert np.all(((gain >= 0.4) & (gain <= 0.5)) | ((gain >= 1.5) & (gain <= 1.6)))
     assert np.all((np.abs(rot) >= np.pi / 6) & (np.abs(rot) <= np.pi / 3)) and (rot < 0).any() and (rot > 0).any()
+    with pytest.raises(ValueError, match="no MuJoCo model"):
+        MujocoBatchedEnv("SparsePointRobotDynamics", 2, backend="warp")
     vec = gymnasium.make_vec("metakern/SparsePointRobotDynamics-v0", num_envs=2)
     obs, _ = vec.reset(seed=0)
     assert obs.shape == (2, 2)

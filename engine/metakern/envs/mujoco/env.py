@@ -153,6 +153,8 @@ class MujocoBatchedEnv:
 
     def _make_sim(self, robot, B, num_threads, backend):
         if hasattr(robot, "make_sim"):  # pure-numpy bodies (the point robot)
+            if backend == "warp":
+                raise ValueError(f"{self.family.name} has no MuJoCo model: backend='warp' does not apply (use 'cpp')")
             return robot.make_sim(B)
         model = compile_model(gymnasium_asset(robot.xml))
         if backend == "warp":
