@@ -219,7 +219,6 @@ class MujocoBatchedEnv:
             self.sim.set_model_field(i, "dof_damping", base["dof_damping"] * p[1])
         elif dyn.kind == "point_motor":
             self.sim.set_motor(i, p[0], p[1])
-            return
         else:  # cripple
             self.sim.set_model_field(i, "body_mass", base["body_mass"] * p[1])
             limb = int(p[0])
