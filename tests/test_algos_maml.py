@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(**kw) -> maml.MAMLConfig:
     base = dict(meta_batch=3, episodes_per_task=3, eval_tasks=2, eval_repeats=1, iterations=3, eval_every=2,
-                checkpoint_every=1, krazy_train_tasks=32)  # fmt: skip
+                checkpoint_every=1, krazy_train_tasks=32, policy="linear", inner_lr=1.0, outer_lr=0.05)  # fmt: skip
     base.update(kw)
     return maml.MAMLConfig(**base)
 
@@ -231,7 +231,7 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert summary["iteration"] == 2 and (out / "metrics.csv").exists()
     assert cli_main([*args[:-3], "--out", str(tmp_path / "bad"), "--quiet", "--inner-lr", "-1"]) == 2
     assert "inner_lr must be" in capsys.readouterr().err
-    assert cli_main([*args, "--resume", "--inner-lr", "0.5"]) == 2  # other settings than the saved run
+    assert cli_main([*args, "--resume", "--inner-lr", "0.25"]) == 2  # other settings than the saved run
     assert "other settings (inner_lr)" in capsys.readouterr().err
     assert cli_main([*args, "--resume", "--iterations", "3"]) == 0  # a larger --iterations extends the run
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -364,6 +364,9 @@ def test_mlp_policy_trains(tmp_path, outer):
     assert summary["iteration"] == cfg.iterations and math.isfinite(summary["eval_post_return"])
     with pytest.raises(ValueError, match="policy must be one of"):
         tiny(policy="cnn").validate()
+    with pytest.raises(ValueError, match="needs --policy linear"):
+        tiny(env="tabular", policy="mlp", inner_estimator="exact").validate()
+    assert maml.MAMLConfig().policy == "mlp"  # the default, with which Krazy World learns
 
 
 @pytest.mark.parametrize("permute", [False, True])

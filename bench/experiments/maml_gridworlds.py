@@ -1,7 +1,7 @@
 """MAML vs E-MAML on Krazy World and mazes over several seeds (issue 7's learning curves).
 
     python bench/experiments/maml_gridworlds.py OUT [--seeds 3] [--iterations 200] [--envs krazyworld maze]
-        [--inner-lr X] [--outer-lr Y] [--policy mlp] [--hidden-size 64] [--krazy-permute-ids] [--jobs 2]
+        [--inner-lr X] [--outer-lr Y] [--policy linear|mlp] [--hidden-size H] [--krazy-permute-ids] [--jobs 2]
 
 Runs ``metakern train maml`` and ``metakern train emaml`` (defaults otherwise) for every env and
 seed into OUT/<algo>-<env>-s<seed>/ (``--jobs`` runs at a time, one thread each; finished runs are
@@ -49,8 +49,8 @@ def main() -> None:
     ap.add_argument("--envs", nargs="+", default=["krazyworld", "maze"])
     ap.add_argument("--inner-lr", type=float, default=None, help="default: the config's")
     ap.add_argument("--outer-lr", type=float, default=None, help="default: the config's")
-    ap.add_argument("--policy", default="linear", choices=("linear", "mlp"))
-    ap.add_argument("--hidden-size", type=int, default=64)
+    ap.add_argument("--policy", default=None, choices=("linear", "mlp"), help="default: the config's")
+    ap.add_argument("--hidden-size", type=int, default=None, help="default: the config's")
     ap.add_argument("--krazy-permute-ids", action="store_true", help="permute Krazy World's tile ids per task")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
     args = ap.parse_args()
@@ -62,10 +62,12 @@ def main() -> None:
         for name, mod in ALGOS.items():
             for seed in range(args.seeds):
                 path = args.out / f"{name}-{env}-s{seed}"
-                lrs = {k: v for k, v in (("inner_lr", args.inner_lr), ("outer_lr", args.outer_lr)) if v is not None}
+                given = (("inner_lr", args.inner_lr), ("outer_lr", args.outer_lr), ("policy", args.policy),
+                         ("hidden_size", args.hidden_size))  # fmt: skip
+                opts = {k: v for k, v in given if v is not None}
                 cfg = mod.CONFIG(env=env, seed=seed, iterations=args.iterations, eval_every=args.eval_every,
-                                 checkpoint_every=args.iterations, policy=args.policy, hidden_size=args.hidden_size,
-                                 krazy_permute_ids=args.krazy_permute_ids, **lrs)  # fmt: skip
+                                 checkpoint_every=args.iterations, krazy_permute_ids=args.krazy_permute_ids,
+                                 **opts)  # fmt: skip
                 if not (path / "checkpoint.pt").exists():
                     todo.append((name, cfg, path))
                 runs.setdefault((name, env), []).append(path)

@@ -75,9 +75,10 @@ OUTER = ("vpg", "ppo", "trpo")
 class MAMLConfig:
     """MAML-RL settings (``metakern train maml``). Defaults: the E-MAML Krazy World protocol where it
     says (32 training tasks per meta-batch drawn from the training pool, 64 test tasks, episodes
-    of <= 100 steps, one inner step, 3 + 2 evaluation episodes); the policy (linear-softmax by
-    default; ``policy="mlp"``: ``hidden_layers`` tanh layers of ``hidden_size``) and the step sizes
-    are ours (the paper's alpha = 0.01 is for its networks' scale)."""
+    of <= 100 steps, one inner step, 3 + 2 evaluation episodes); the policy (``"mlp"``:
+    ``hidden_layers`` tanh layers of ``hidden_size``, or ``"linear"``: linear-softmax) and the step
+    sizes are ours, the ones with which Krazy World and mazes learn (docs/RESULTS.md; the linear
+    policy's runs there used inner_lr 1 and outer_lr 0.05 or 0.3 and 0.01)."""
 
     env: str = "krazyworld"
     seed: int = 0
@@ -85,12 +86,12 @@ class MAMLConfig:
     meta_batch: int = 32
     episodes_per_task: int = 8
     inner_steps: int = 1
-    inner_lr: float = 1.0
+    inner_lr: float = 0.5
     inner_estimator: str = "maml"
     hessian_estimator: str = ""  # empty: the inner estimator's own graph
     outer_estimator: str = "maml"
     outer: str = "vpg"
-    outer_lr: float = 0.05
+    outer_lr: float = 0.01
     gamma: float = 0.99
     lam: float = 0.95
     exploration_weight: float = 0.0
@@ -110,7 +111,7 @@ class MAMLConfig:
     maze_size: int = 10
     krazy_train_tasks: int = 1024
     krazy_permute_ids: bool = False
-    policy: str = "linear"
+    policy: str = "mlp"
     hidden_size: int = 64
     hidden_layers: int = 1
     device: str = "cpu"
@@ -134,6 +135,8 @@ class MAMLConfig:
                 raise ValueError(f"{name} must be one of {ESTIMATORS}, got {v!r}")
             if v == "exact" and self.env != "tabular":
                 raise ValueError(f"{name}='exact' needs --env tabular (the exact value of a known MDP)")
+            if v == "exact" and self.policy != "linear":
+                raise ValueError(f"{name}='exact' needs --policy linear (a softmax table over the one-hot states)")
         if self.outer not in OUTER:
             raise ValueError(f"outer must be one of {OUTER}, got {self.outer!r}")
         check_reals(self, (("inner_lr", 0.0, math.inf), ("outer_lr", 0.0, math.inf), ("gamma", 0.0, 1.0),

@@ -2,7 +2,8 @@
 
 One call = one meta-iteration of MAML-RL (E-MAML settings: N = 32 training tasks (E-MAML's 32
 task seeds: each single reference env builds its own task pool), E = 8 episodes
-per task, episodes of at most 100 steps, one inner policy-gradient step, outer VPG with Adam),
+per task, episodes of at most 100 steps, one inner policy-gradient step, outer VPG with Adam;
+the linear-softmax policy, inner lr 1, outer lr 0.05: the settings the figures were taken with),
 from the same starting parameters every call (theta = 0, the uniform policy, restored with the
 optimiser state before each call), so every call does statistically the same work:
 
@@ -40,7 +41,7 @@ BASELINE = "gym-sync-autograd"
 def bench_config(meta_batch: int = 32, episodes_per_task: int = 8) -> maml_algo.MAMLConfig:
     return maml_algo.MAMLConfig(
         env="krazyworld", meta_batch=meta_batch, episodes_per_task=episodes_per_task, eval_tasks=1, eval_explore=1,
-        eval_exploit=1, eval_repeats=1, krazy_train_tasks=32,
+        eval_exploit=1, eval_repeats=1, krazy_train_tasks=32, policy="linear", inner_lr=1.0, outer_lr=0.05,
     )  # fmt: skip
 
 
