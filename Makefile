@@ -30,7 +30,7 @@ CUDACXX ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>
 export CUDACXX METAKERN_CUDA METAKERN_CUDA_ARCHS
 export CMAKE_BUILD_PARALLEL_LEVEL := $(BUILD_JOBS)
 
-.PHONY: test bench bench-quick asv lint install clean info peers
+.PHONY: test bench bench-quick asv lint install clean info peers gpu-wheels
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,15 @@ bench-quick: install
 asv: install
 	cd bench && ../$(VENV)/bin/asv machine --yes && \
 	  ../$(VENV)/bin/asv run --python=same --set-commit-hash $$(git rev-parse HEAD) $(ASV_ARGS)
+
+# Wheels a lent GPU machine lacks (no network there; its python3 is 3.12): gymnasium (a dependency
+# of metakern.envs), pytest and hypothesis for the tests (the MuJoCo tests skip without mujoco).
+# Carry .whl to the device; bench/gpu_session.sh installs them from there.
+GPU_WHEELS = gymnasium==1.4.0 cloudpickle farama-notifications pytest pluggy iniconfig packaging \
+	hypothesis sortedcontainers attrs
+gpu-wheels: | $(PY)
+	$(PIP) download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform any --no-deps -d .whl $(GPU_WHEELS)
 
 # gymnax declares gymnasium<1.4 (it only uses its spaces), so it goes in without its dependencies.
 peers: install

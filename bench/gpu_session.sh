@@ -3,7 +3,8 @@
 # 10-minute call (see /work/.library/device): build the CUDA module for sm_90, run the tests that
 # only a GPU can run, then take the GPU figures issues 3, 4 and 5 ask for.
 #
-#   bash bench/gpu_session.sh [all|build|check|bench]      # default: all
+#   make gpu-wheels                                         # here: wheels the device lacks, into .whl
+#   bash bench/gpu_session.sh [all|build|check|bench]      # there (carry .whl); default: all
 #
 # Writes at most 8 files under $OUT (the device tool brings them back; default bench-out/gpu):
 #   build.log, check.log      the build and the pytest run on the device
@@ -44,6 +45,9 @@ built() { "$PY" -c "import torch, metakern._backend as b; assert torch.cuda.is_a
 
 if [ "$phase" = all ] || [ "$phase" = build ]; then
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >"$OUT/summary.txt" 2>&1
+    if [ -d .whl ]; then # `make gpu-wheels` here, then carry .whl: what the device's python lacks
+        step wheels bash -c "'$PY' -m pip install -q --no-index --find-links .whl .whl/*.whl >>'$OUT/build.log' 2>&1"
+    fi
     if built; then
         echo "== build: already built" | tee -a "$OUT/summary.txt"
     else
