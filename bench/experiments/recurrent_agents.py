@@ -23,6 +23,10 @@ from pathlib import Path
 
 EXPERIMENTS: dict[str, list[tuple[str, str, dict]]] = {
     "krazyworld": [("rl2", "rl2", {"env": "krazyworld"}), ("erl2", "erl2", {"env": "krazyworld"})],
+    "krazyworld-permuted": [  # tile ids permuted per task too (the earlier runs' setting)
+        ("rl2", "rl2", {"env": "krazyworld", "krazy_permute_ids": True}),
+        ("erl2", "erl2", {"env": "krazyworld", "krazy_permute_ids": True}),
+    ],
     "maze": [("rl2", "rl2", {"env": "maze"}), ("erl2", "erl2", {"env": "maze"})],
     "metods-maze": [
         ("metods", "metods", {"env": "maze"}),

@@ -36,7 +36,8 @@ env          tasks and trials                                                   
 ===========  ======================================================================  ==============
 krazyworld   Krazy World, E-MAML settings (3x3 one-hot patch, <= 100-step episodes),  E-RL2 protocol
              trials of 5 episodes; training draws trials from a pool of
-             ``krazy_train_tasks`` tasks, evaluation uses the 64 E-MAML test tasks
+             ``krazy_train_tasks`` tasks, evaluation uses the 64 E-MAML test tasks;
+             tile ids the same in every task unless ``krazy_permute_ids``
 maze         ``maze_variant="emaml"``: E-MAML mazes (size ``maze_size``), trials of 5  E-RL2 protocol
              episodes, training / test maze pools
              ``maze_variant="metods"``: MetODS' maze (goal reward 10, re-placed at a   MetODS maze
@@ -118,6 +119,7 @@ class RecurrentConfig:
     maze_size: int = 10
     maze_variant: str = "emaml"
     krazy_train_tasks: int = 1024
+    krazy_permute_ids: bool = False
     eval_every: int = 10
     eval_trials: int = 64
     eval_large_maze: int = 14
@@ -135,6 +137,8 @@ class RecurrentConfig:
                           "episodes_per_trial", "eval_every", "eval_trials", "checkpoint_every",
                           "krazy_train_tasks"))  # fmt: skip
         check_ints(self, ("maze_size", "eval_large_maze"), low=5)
+        if not isinstance(self.krazy_permute_ids, bool):
+            raise ValueError(f"krazy_permute_ids must be a bool, got {self.krazy_permute_ids!r}")
         check_ints(self, ("explore_episodes",), low=0)
         if not self.explore_episodes < self.episodes_per_trial:
             raise ValueError(
@@ -175,7 +179,8 @@ def make_env(cfg: RecurrentConfig, split: str, num_envs: int, *, seed: int, maze
                   device=cfg.device, autoreset_mode="same_step")  # fmt: skip
     if cfg.env == "krazyworld":
         tasks = krazy_split("train" if train else "test", cfg.krazy_train_tasks)
-        return envs.KrazyWorld(num_envs, obs_view="patch", obs_mode="onehot", max_steps=100, **tasks, **common)
+        return envs.KrazyWorld(num_envs, obs_view="patch", obs_mode="onehot", max_steps=100,
+                               permute_colors=cfg.krazy_permute_ids, **tasks, **common)  # fmt: skip
     if cfg.env == "maze":
         size = cfg.maze_size if maze_size is None else maze_size
         n = 1000 if train else 64
