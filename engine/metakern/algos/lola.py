@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from ..envs.core import rng_key
 from ..envs.ipd import IPD, ipd_exact_value
 from ..estimators import dice, dice_baseline, off_policy_dice
-from .run import Progress, Run
+from .run import Progress, Run, check_bools
 
 ENVS = ("ipd",)
 NUM_STATES = 5
@@ -144,9 +144,7 @@ def validate_config(cfg: LolaConfig) -> None:
     _float(cfg, "lr_in")
     _float(cfg, "lr_out", positive=True)
     _float(cfg, "lr_v")
-    for name in ("off_policy", "baseline"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ValueError(f"{name} must be a bool, got {getattr(cfg, name)!r}")
+    check_bools(cfg, ("off_policy", "baseline"))
     if cfg.off_policy and cfg.lookaheads == 0:
         raise ValueError("off_policy needs lookaheads >= 1 (the replay buffer serves the look-ahead steps only)")
     if cfg.off_policy and cfg.buffer_size < 2 * cfg.batch_size:

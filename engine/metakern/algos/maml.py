@@ -65,7 +65,7 @@ import torch
 
 from .. import estimators as est
 from . import rollout
-from .run import Progress, Run, check_ints, check_reals
+from .run import Progress, Run, check_bools, check_ints, check_reals
 
 ESTIMATORS = ("maml", "dice", "dice_baseline", "loaded_dice", "lvc", "taypo2", "dr", "exact")
 OUTER = ("vpg", "ppo", "trpo")
@@ -121,8 +121,7 @@ class MAMLConfig:
         check_ints(self, ("iterations", "meta_batch", "episodes_per_task", "inner_steps", "ppo_epochs", "cg_iters",
                           "line_search_steps", "eval_every", "eval_tasks", "eval_explore", "eval_exploit",
                           "eval_repeats", "checkpoint_every", "hidden_size", "hidden_layers"))  # fmt: skip
-        if not isinstance(self.krazy_permute_ids, bool):
-            raise ValueError(f"krazy_permute_ids must be a bool, got {self.krazy_permute_ids!r}")
+        check_bools(self, ("krazy_permute_ids",))
         if self.policy not in rollout.POLICIES:
             raise ValueError(f"policy must be one of {rollout.POLICIES}, got {self.policy!r}")
         if self.meta_batch > spec.num_train_tasks:

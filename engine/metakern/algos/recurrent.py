@@ -75,7 +75,7 @@ from torch import nn
 from .. import envs
 from ..returns import gae
 from .rollout import krazy_split
-from .run import Progress, Run, check_ints, check_reals
+from .run import Progress, Run, check_bools, check_ints, check_reals
 
 ENVS = ("krazyworld", "maze", "harlow")
 UPDATES = ("ppo", "a2c")
@@ -137,8 +137,7 @@ class RecurrentConfig:
                           "episodes_per_trial", "eval_every", "eval_trials", "checkpoint_every",
                           "krazy_train_tasks"))  # fmt: skip
         check_ints(self, ("maze_size", "eval_large_maze"), low=5)
-        if not isinstance(self.krazy_permute_ids, bool):
-            raise ValueError(f"krazy_permute_ids must be a bool, got {self.krazy_permute_ids!r}")
+        check_bools(self, ("krazy_permute_ids",))
         check_ints(self, ("explore_episodes",), low=0)
         if not self.explore_episodes < self.episodes_per_trial:
             raise ValueError(

@@ -52,6 +52,14 @@ def check_ints(config: Any, names: Sequence[str], low: int = 1) -> None:
             raise ValueError(f"{name} must be {what}, got {v!r}")
 
 
+def check_bools(config: Any, names: Sequence[str]) -> None:
+    """Raise ValueError unless every field ``names`` of ``config`` is a bool."""
+    for name in names:
+        v = getattr(config, name)
+        if not isinstance(v, bool):
+            raise ValueError(f"{name} must be a bool, got {v!r}")
+
+
 def check_reals(config: Any, bounds: Sequence[tuple[str, float, float]]) -> None:
     """Raise ValueError unless every field of ``bounds`` (name, low, high) is a finite number in [low, high]."""
     for name, lo, hi in bounds:
