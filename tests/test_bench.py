@@ -171,6 +171,49 @@ def test_compare_does_not_judge_peers(tiny_run):
     assert not regressed
 
 
+def test_compare_by_fastest_sample(tiny_run):
+    new = [r for r in tiny_run if r["backend"] == "cpp"]
+    noisy = copy.deepcopy(new)
+    for r in noisy:  # a busy machine: the median got 1.5x slower, the fastest sample did not
+        r["median_s"] *= 1.5
+    _, regressed = report.format_compare(noisy, new, tolerance=0.1)
+    assert regressed
+    text, regressed = report.format_compare(noisy, new, tolerance=0.1, stat="min")
+    assert not regressed and "min per call" in text
+    slower = copy.deepcopy(new)
+    for r in slower:
+        r["min_s"] *= 1.2
+    _, regressed = report.format_compare(slower, new, tolerance=0.1, stat="min")
+    assert regressed
+    with pytest.raises(ValueError, match="stat"):
+        report.compare(new, new, stat="mean")
+    with pytest.raises(ValueError, match="no 'min_s'"):
+        report.compare(new, [{k: v for k, v in r.items() if k != "min_s"} for r in new], stat="min")
+
+
+def test_compare_stat_missing_from_old_run(tmp_path, tiny_run, capsys):
+    cpp = [{k: v for k, v in r.items() if k != "min_s"} for r in tiny_run if r["backend"] == "cpp"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(cpp))
+    rc, records = _bench(
+        tmp_path, "new.json", "--only", TINY_CPP, "--no-memory", "--compare", str(old), "--stat", "min"
+    )
+    assert rc == 2 and records is None  # refused before anything ran
+    assert "min_s" in capsys.readouterr().err
+
+
+def test_compare_matches_cases_that_fix_their_dtype(tmp_path, capsys):
+    # the oracle runs in float64 whatever --dtype says (default float32): its old rows still match
+    only = "oracle/maml_meta_gradient*/cpp"
+    rc, records = _bench(tmp_path, "old.json", "--only", only, "--no-memory")
+    assert rc == 0 and [r["dtype"] for r in records] == ["float64"]
+    old = tmp_path / "slow.json"
+    old.write_text(json.dumps(_scaled(records, 1e3)))
+    rc, _ = _bench(tmp_path, "new.json", "--only", only, "--no-memory", "--compare", str(old))
+    out = capsys.readouterr().out
+    assert rc == 0 and "faster" in out and "not in the old run" not in out
+
+
 def test_table_and_plot(tiny_run, tmp_path):
     table = report.format_table(tiny_run)
     for col in ("what", "shape", "backend", "time", "elem/s", "vs ref", "floor", "peak mem"):
