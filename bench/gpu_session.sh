@@ -13,6 +13,10 @@
 #                             T=500 vs the naive loop, achieved FLOP/s against a measured matmul peak)
 #   gpu-kernels.json          metakern bench --device cuda for the scan, estimator and policy families
 #   summary.txt               the tables of the three bench runs (the call's reply shows its tail)
+# Order: build, the two benchmarks the issues' GPU targets name (envs, synapse), the tests, then the
+# other kernels' benchmarks; so a call cut off at its limit still brings back the target figures
+# (files under $OUT come back even then). Each step has its own time limit (STEP_LIMIT_S, seconds;
+# default 240), so one that hangs cannot take the rest of the call with it.
 # Steps that fail are reported and the rest still run; the exit status is the first failure's.
 # A dry run of the plumbing without a GPU: DEVICE=cpu QUICK=1 bash bench/gpu_session.sh bench
 set -uo pipefail
@@ -30,12 +34,14 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:+--quick}
 status=0
-step() { # step NAME CMD...: run, keep the first failure's status
+LIMIT=${STEP_LIMIT_S:-240}
+step() { # step NAME CMD...: run (at most LIMIT seconds), keep the first failure's status
     local name=$1
     shift
     local t0=$SECONDS
-    "$@"
+    timeout --kill-after=10 "$LIMIT" "$@"
     local rc=$?
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "== $name: stopped at the ${LIMIT} s step limit" | tee -a "$OUT/summary.txt"; fi
     echo "== $name: rc=$rc, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
     if [ $rc -ne 0 ] && [ $status -eq 0 ]; then status=$rc; fi
     return 0
@@ -55,6 +61,11 @@ if [ "$phase" = all ] || [ "$phase" = build ]; then
     fi
 fi
 
+if [ "$phase" = all ] || [ "$phase" = bench ]; then # the figures the issues' GPU targets name
+    step bench-envs bash -c "'$PY' -m metakern.cli bench $QUICK --device $DEVICE --only envs/ --json '$OUT/gpu-envs.json' -q >>'$OUT/summary.txt' 2>&1"
+    step bench-synapse bash -c "'$PY' -m metakern.bench.synapse $QUICK --device $DEVICE --json '$OUT/gpu-synapse.json' -q >>'$OUT/summary.txt' 2>&1"
+fi
+
 if [ "$phase" = all ] || [ "$phase" = check ]; then
     # the CUDA-marked tests, and the Triton tests that run compiled kernels on a GPU
     step check bash -c "'$PY' -m pytest -q -x -p no:cacheprovider -m cuda tests >'$OUT/check.log' 2>&1; rc=\$?;
@@ -63,8 +74,6 @@ if [ "$phase" = all ] || [ "$phase" = check ]; then
 fi
 
 if [ "$phase" = all ] || [ "$phase" = bench ]; then
-    step bench-envs bash -c "'$PY' -m metakern.cli bench $QUICK --device $DEVICE --only envs/ --json '$OUT/gpu-envs.json' -q >>'$OUT/summary.txt' 2>&1"
-    step bench-synapse bash -c "'$PY' -m metakern.bench.synapse $QUICK --device $DEVICE --json '$OUT/gpu-synapse.json' -q >>'$OUT/summary.txt' 2>&1"
     step bench-kernels bash -c "'$PY' -m metakern.cli bench $QUICK --device $DEVICE --only scan/ --only estimators/ --only policy/ --json '$OUT/gpu-kernels.json' -q >>'$OUT/summary.txt' 2>&1"
 fi
 
