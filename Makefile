@@ -65,12 +65,13 @@ asv: install
 	cd bench && ../$(VENV)/bin/asv machine --yes && \
 	  ../$(VENV)/bin/asv run --python=same --set-commit-hash $$(git rev-parse HEAD) $(ASV_ARGS)
 
-# Wheels a lent GPU machine lacks (no network there; its python3 is 3.12): gymnasium (a dependency
-# of metakern.envs), pytest and hypothesis for the tests (the MuJoCo tests skip without mujoco).
-# Carry .whl to the device; bench/gpu_session.sh installs them from there.
-GPU_WHEELS = gymnasium==1.4.0 cloudpickle farama-notifications pytest pluggy iniconfig packaging \
-	hypothesis sortedcontainers attrs
+# Wheels a lent GPU machine lacks (no network there; its python3 is 3.12 and already holds torch,
+# triton, pytest, hypothesis, jax, flax and chex): gymnasium (a dependency of metakern.envs) and
+# gymnax (the JAX peer of the environment benchmarks, on the GPU there). Carry .whl to the device;
+# bench/gpu_session.sh installs them there with --no-deps (the MuJoCo tests skip without mujoco).
+GPU_WHEELS = gymnasium==1.4.0 farama-notifications gymnax==1.0.1
 gpu-wheels: | $(PY)
+	rm -rf .whl
 	$(PIP) download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 	  --platform manylinux_2_17_x86_64 --platform any --no-deps -d .whl $(GPU_WHEELS)
 

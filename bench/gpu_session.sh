@@ -3,7 +3,7 @@
 # 10-minute call (see /work/.library/device): build the CUDA module for sm_90, run the tests that
 # only a GPU can run, then take the GPU figures issues 3, 4 and 5 ask for.
 #
-#   make gpu-wheels                                         # here: wheels the device lacks, into .whl
+#   make gpu-wheels                                         # here: wheels the device lacks (gymnasium, gymnax), into .whl
 #   bash bench/gpu_session.sh [all|build|check|bench]      # there (carry .whl); default: all
 #
 # Writes at most 8 files under $OUT (the device tool brings them back; default bench-out/gpu):
@@ -47,17 +47,27 @@ step() { # step NAME CMD...: run (at most LIMIT seconds), keep the first failure
     return 0
 }
 
+# The carried wheels go to /tmp/site (the build phase), on the path of every later step and call.
+use_site() {
+    case ":${PYTHONPATH:-}:" in
+    *:/tmp/site:*) ;;
+    *) if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}; fi ;;
+    esac
+}
+use_site
+
 built() { "$PY" -c "import torch, metakern._backend as b; assert torch.cuda.is_available() and b.cuda_module()" 2>/dev/null; }
 
 if [ "$phase" = all ] || [ "$phase" = build ]; then
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >"$OUT/summary.txt" 2>&1
     if [ -d .whl ]; then # `make gpu-wheels` here, then carry .whl: what the device's python lacks
-        step wheels bash -c "'$PY' -m pip install -q --no-index --find-links .whl .whl/*.whl >>'$OUT/build.log' 2>&1"
+        step wheels bash -c "'$PY' -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >>'$OUT/build.log' 2>&1"
     fi
+    use_site
     if built; then
         echo "== build: already built" | tee -a "$OUT/summary.txt"
     else
-        step build bash -c "'$PY' -m pip install --no-build-isolation --no-deps -e . >'$OUT/build.log' 2>&1 || { tail -40 '$OUT/build.log'; exit 1; }"
+        step build bash -c "'$PY' -m pip install --no-build-isolation --no-deps -e . >>'$OUT/build.log' 2>&1 || { tail -40 '$OUT/build.log'; exit 1; }"
     fi
 fi
 
