@@ -9,6 +9,7 @@ import pytest
 import torch
 from metakern.envs import BatchedEnv, GridNavi
 from metakern.envs.core import mix64, rng_below, rng_key
+from metakern.envs.registration import ENV_IDS
 
 MODES = ["next_step", "same_step", "disabled"]
 
@@ -258,11 +259,19 @@ def test_vector_env_reset_options():
         env.reset(options={"colour": 1})
 
 
-def test_single_env_passes_gymnasium_env_checker():
+@pytest.mark.parametrize("env_id", list(ENV_IDS))
+def test_single_env_passes_gymnasium_env_checker(env_id):
     from gymnasium.utils.env_checker import check_env
 
+    env = gymnasium.make(env_id, render_mode="rgb_array", disable_env_checker=True)
+    check_env(env.unwrapped)  # with its render check
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.any()
+
+
+def test_single_gridnavi_steps():
     env = gymnasium.make("metakern/GridNavi-v0", disable_env_checker=True)
-    check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     obs, r, _term, _trunc, _ = env.step(2)
     assert isinstance(r, float) and obs.tolist() == [1.0, 0.0]
