@@ -245,6 +245,55 @@ def test_direct_op_call_with_differentiable_signal_is_loud():
         J.backward()
 
 
+def _tang_recursion(logp, mu, r, V, gamma, rho_max=math.inf, c_max=math.inf):
+    """Tang et al.'s Alg. 2 as written, with no clamp: v_t = V_t + rho_bar_t (r_t + gamma V_{t+1} - V_t)
+    + gamma c_t (v_{t+1} - V_{t+1})."""
+    rho = torch.exp(logp - mu.detach())
+    rho_bar, c = torch.clamp(rho, max=rho_max), torch.clamp(rho, max=c_max)
+    v_next = V_next = torch.zeros_like(logp[:, 0])
+    for t in range(logp.shape[1] - 1, -1, -1):
+        v_next = V[:, t] + rho_bar[:, t] * (r[:, t] + gamma * V_next - V[:, t]) + gamma * c[:, t] * (v_next - V_next)
+        V_next = V[:, t]
+    return v_next.mean()
+
+
+@pytest.mark.parametrize("bars", [(math.inf, math.inf), (1.0, 1.0), (2.0, 0.5), (0.0, 0.0)])
+def test_reference_dr_is_tangs_recursion(bars):
+    """Where no weight reaches the clamp, the reference (unrolled, weights in log space) is Alg. 2."""
+    logp0, data = _data(4, 25)
+    u = torch.randn(4, 25, dtype=torch.float64)
+    out = []
+    for fn in (ref.doubly_robust, _tang_recursion):
+        logp = logp0.clone().requires_grad_()
+        J = fn(logp, data["mu"], data["r"], data["v"], GAMMA, rho_max=bars[0], c_max=bars[1])
+        out.append(_derivatives(J, logp, u))
+    _close(out[0], out[1], 1e-12)
+
+
+@pytest.mark.parametrize("name", ["dr", "vtrace", "taypo2", "taypo4", "off_policy_dice"])
+def test_far_off_policy_matches_reference(cpu_backend, name):
+    """Behaviour log-probs far from the policy's, so that the clamps engage (DR's cumulative weights pass
+    e^30): the op and the reference are still the same function, with dones too."""
+    B, T = 6, 40
+    g = torch.Generator().manual_seed(11)
+    logp0, data = _data(B, T, seed=11)
+    data["mu"] = logp0 - 3.0 + 2.0 * torch.randn(B, T, generator=g, dtype=torch.float64)  # ratios ~ e^3 per step
+    dones = torch.rand(B, T, generator=g) < 0.1
+    if name == "dr":  # the cumulative clamp is exercised: log w_t = sum_{start<=s<=t} log rho_s > 30 in some episode
+        log_rho = (logp0 - data["mu"]).clamp(max=30.0)
+        assert any(float(log_rho[b, s:e].cumsum(0).max()) > 30 for b in range(B) for s, e in _episodes(dones[b]))
+    u = torch.randn(B, T, dtype=torch.float64, generator=g)
+    fn = ESTIMATORS[name]
+    logp = logp0.clone().requires_grad_()
+    with metakern.use_backend(cpu_backend):
+        fused = _derivatives(fn(est, logp, data, dones=dones, reduction="sum"), logp, u)
+    logp = logp0.clone().requires_grad_()
+    expected = _derivatives(_split_reference(name, logp, data, dones), logp, u)
+    for what, x, y in zip(("value", "grad", "hvp"), fused, expected, strict=True):
+        scale = max(1.0, float(y.abs().max()))
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-10 * scale, msg=lambda m, w=what: f"{w}: {m}")
+
+
 def test_off_policy_weights_do_not_overflow_fp32():
     B, T = 2, 200
     logp = torch.zeros(B, T, requires_grad=True)

@@ -461,7 +461,8 @@ def doubly_robust(logp, behaviour_logp, rewards, values, gamma, *, rho_max=math.
     Computed in log space: v_start - V_start = sum_t gamma^(t - start) exp(L_t + log rho_bar_t) delta_t with
     L_t = sum_{start <= s < t} log c_bar_s (one episode-reset ``linear_scan``), and each exponent clamped at
     ``max_log_ratio``: the recursion's products of ratios cannot overflow (a clamped weight is constant,
-    derivative 0). Without clamping this equals the reference recursion."""
+    derivative 0). The reference (``estimators.reference.doubly_robust``) clamps the same way; where
+    nothing is clamped both are the recursion above exactly."""
     _check_reduction(reduction)
     dtype = logp.dtype
     named = {"behaviour_logp": behaviour_logp, "rewards": rewards, "values": values}

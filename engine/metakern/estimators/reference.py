@@ -150,24 +150,32 @@ def doubly_robust(
     """The off-policy evaluation recursion of Tang et al. (Alg. 2), v_0 averaged over the batch:
     v_t = V_t + min(rho_t, rho_max) (r_t + gamma V_{t+1} - V_t) + gamma min(rho_t, c_max) (v_{t+1} - V_{t+1}),
     V_T = v_T = 0. No truncation: doubly robust (= Loaded DiCE with lambda = 1); V = 0 as well:
-    step-wise importance sampling (= DiCE); rho_max = c_max = 1: V-trace / truncated IS. Ratios are
-    formed in log space and clipped there, so they never overflow."""
+    step-wise importance sampling (= DiCE); rho_max = c_max = 1: V-trace / truncated IS.
+
+    Written unrolled, v_0 = V_0 + sum_t gamma^t w_t delta_t with delta_t = r_t + gamma V_{t+1} - V_t and
+    w_t = prod_{s<t} c_s * rho_t (c_s = min(rho_s, c_max), rho_t clipped at rho_max), so that the weight
+    is formed in log space: log w_t is clamped at ``max_log_ratio`` (as is each step's log-ratio), so it
+    never overflows, and a clamped weight is constant (derivative 0). Where nothing is clamped this is
+    the recursion above exactly."""
     _check(logp, {"behaviour_logp": behaviour_logp, "rewards": rewards, "values": values}, gamma)
     rho_max = _validate.real("rho_max", rho_max, low=0.0)
     c_max = _validate.real("c_max", c_max, low=0.0)
-    log_rho = _ratios_log(logp, behaviour_logp, max_log_ratio)
+    log_rho = logp - behaviour_logp.detach()
 
-    def clipped(bar: float) -> torch.Tensor:
-        return torch.exp(log_rho) if bar == float("inf") else torch.exp(torch.clamp(log_rho, max=math.log(bar)))
+    def log_clipped(bar: float) -> torch.Tensor:  # log min(rho, bar), and at most max_log_ratio
+        return torch.clamp(log_rho, max=min(max_log_ratio, math.log(bar) if bar > 0 else -math.inf))
 
-    rho, c = clipped(rho_max), clipped(c_max)
-    v_next = torch.zeros_like(logp[:, 0])
-    V_next = torch.zeros_like(logp[:, 0])
-    for t in range(logp.shape[1] - 1, -1, -1):
-        V_t = values[:, t]
-        v_next = V_t + rho[:, t] * (rewards[:, t] + gamma * V_next - V_t) + gamma * c[:, t] * (v_next - V_next)
-        V_next = V_t
-    return v_next.mean()
+    log_rho_bar, log_c = log_clipped(rho_max), log_clipped(c_max)
+    T = logp.shape[1]
+    v0 = values[:, 0].clone()
+    log_trace = torch.zeros_like(v0)  # sum_{s<t} log c_s
+    for t in range(T):
+        V_next = values[:, t + 1] if t + 1 < T else torch.zeros_like(v0)
+        delta = rewards[:, t] + gamma * V_next - values[:, t]
+        w = torch.exp(torch.clamp(log_trace + log_rho_bar[:, t], max=max_log_ratio))
+        v0 = v0 + gamma**t * w * delta
+        log_trace = log_trace + log_c[:, t]
+    return v0.mean()
 
 
 def off_policy_dice(
