@@ -18,6 +18,7 @@ METAKERN_CUDA_ARCHS ?= 80;90
 BUILD_JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS   ?=
 BENCH_ARGS    ?=
+SOAK_MINUTES  ?= 5
 
 PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -30,7 +31,7 @@ CUDACXX ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>
 export CUDACXX METAKERN_CUDA METAKERN_CUDA_ARCHS
 export CMAKE_BUILD_PARALLEL_LEVEL := $(BUILD_JOBS)
 
-.PHONY: test bench bench-quick asv lint install clean info peers gpu-wheels
+.PHONY: test bench bench-quick asv lint install clean info peers gpu-wheels soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,11 @@ info: install
 test: install
 	$(VENV)/bin/metakern info
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Randomized soak: every compiled backend against its reference on new random configurations
+# (tests/soak.py), for SOAK_MINUTES minutes; exit 1 on any mismatch.
+soak: install
+	$(PY) tests/soak.py --minutes $(SOAK_MINUTES)
 
 bench: install
 	$(VENV)/bin/metakern bench --json bench-out/bench.json --plot bench-out/bench.png $(BENCH_ARGS)
