@@ -95,6 +95,16 @@ def _split_reference(name, logp, data, dones):
     return total
 
 
+def fused_vs_split(backend, name, logp0, data, dones, u):
+    """(value, gradient, HVP along u) of the op on rows holding several episodes (``dones``, summed
+    over rows), and the same of the reference applied to each episode and summed."""
+    logp = logp0.clone().requires_grad_()
+    with metakern.use_backend(backend):
+        fused = _derivatives(ESTIMATORS[name](est, logp, data, dones=dones, reduction="sum"), logp, u)
+    logp = logp0.clone().requires_grad_()
+    return fused, _derivatives(_split_reference(name, logp, data, dones), logp, u)
+
+
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_done_masks(cpu_backend, name):
     backend = cpu_backend
@@ -104,13 +114,7 @@ def test_done_masks(cpu_backend, name):
     dones[0] = False  # one row with a single episode
     dones[1, -1] = True  # and one ending exactly at T
     u = torch.randn(B, T, dtype=torch.float64)
-    fn = ESTIMATORS[name]
-    logp = logp0.clone().requires_grad_()
-    with metakern.use_backend(backend):
-        fused = _derivatives(fn(est, logp, data, dones=dones, reduction="sum"), logp, u)
-    logp = logp0.clone().requires_grad_()
-    expected = _derivatives(_split_reference(name, logp, data, dones), logp, u)
-    _close(fused, expected, 1e-10)
+    _close(*fused_vs_split(backend, name, logp0, data, dones, u), 1e-10)
 
 
 # Objectives that are genuine functions of logp (behaviour log-probs fixed): gradcheck applies.
@@ -283,12 +287,7 @@ def test_far_off_policy_matches_reference(cpu_backend, name):
         log_rho = (logp0 - data["mu"]).clamp(max=30.0)
         assert any(float(log_rho[b, s:e].cumsum(0).max()) > 30 for b in range(B) for s, e in _episodes(dones[b]))
     u = torch.randn(B, T, dtype=torch.float64, generator=g)
-    fn = ESTIMATORS[name]
-    logp = logp0.clone().requires_grad_()
-    with metakern.use_backend(cpu_backend):
-        fused = _derivatives(fn(est, logp, data, dones=dones, reduction="sum"), logp, u)
-    logp = logp0.clone().requires_grad_()
-    expected = _derivatives(_split_reference(name, logp, data, dones), logp, u)
+    fused, expected = fused_vs_split(cpu_backend, name, logp0, data, dones, u)
     for what, x, y in zip(("value", "grad", "hvp"), fused, expected, strict=True):
         scale = max(1.0, float(y.abs().max()))
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-10 * scale, msg=lambda m, w=what: f"{w}: {m}")
