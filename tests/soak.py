@@ -36,6 +36,7 @@ def _backends(*names: str) -> list[str]:
 
 def _check(pairs) -> None:
     for what, got, want in pairs:
+        got, want = got.detach(), want.detach()
         if not torch.isfinite(want).all():
             continue
         scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
@@ -214,6 +215,48 @@ def case_oracle(rng: random.Random) -> str:
     return f"B={B} S={S} A={A} gamma={gamma} alpha={alpha} K={steps}"
 
 
+def case_scans(rng: random.Random) -> str:
+    """``linear_scan`` (forward or reverse, batch- or time-major, tensor or scalar decay) and the
+    fused GAE op: values and gradients against autograd through the references."""
+    import test_gae_op as TG
+    from metakern.ops import linear_scan, linear_scan_reference
+
+    B, Tn, seed = rng.choice([1, 3, 65, 300]), rng.choice([1, 2, 63, 257]), rng.randint(0, 10**6)
+    g = torch.Generator().manual_seed(seed)
+    if rng.random() < 0.5:
+        backend = rng.choice(_backends("cpp", "cpp", "reference", *(["triton"] if B * Tn <= 4096 else [])))
+        reverse, time_major, scalar = rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.3
+        x = torch.randn(B, Tn, generator=g, dtype=torch.float64, requires_grad=True)
+        a_full = torch.empty(B, Tn, dtype=torch.float64).uniform_(-1.1, 1.1, generator=g)
+        a_val = rng.uniform(-1.0, 1.0)
+        a = torch.full_like(a_full, a_val) if scalar else a_full.requires_grad_()
+        c = torch.randn(B, generator=g, dtype=torch.float64, requires_grad=True)
+        gy = torch.randn(B, Tn, generator=g, dtype=torch.float64)
+        with metakern.use_backend(backend):
+            tm = (lambda t: t.T.contiguous()) if time_major else (lambda t: t)
+            y = linear_scan(tm(x), a_val if scalar else tm(a), c, reverse, time_major=time_major)
+            y = y.T if time_major else y
+        want = linear_scan_reference(x, a, c, reverse)
+        diff = [x, c] if scalar else [x, a, c]
+        got_g = torch.autograd.grad(y, diff, gy)
+        want_g = torch.autograd.grad(want, diff, gy)
+        _check([("y", y, want), *(("grad", p, q) for p, q in zip(got_g, want_g, strict=True))])
+        return f"linear_scan {backend} B={B} T={Tn} reverse={reverse} time_major={time_major} scalar={scalar}"
+    options = tuple(rng.random() < 0.5 for _ in range(3))
+    time_major = rng.random() < 0.5
+    gamma, lam = rng.choice([0.0, 0.9, 0.99, 1.0]), rng.choice([0.0, 0.5, 0.95, 1.0])
+    args = TG.gae_inputs(B, Tn, torch.float64, options, time_major=time_major, seed=seed, requires_grad=True)
+    diff = [t for t in args if t is not None and t.requires_grad]
+    outs = {}
+    for backend in ("cpp", "reference"):
+        with metakern.use_backend(backend):
+            adv, ret = TG.gae_op(*args, gamma, lam, time_major)
+        w = torch.randn(adv.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        outs[backend] = (adv, ret, *torch.autograd.grad((adv * w).sum() + (ret * w * w).sum(), diff))
+    _check((f"output {i} (adv, ret, gradients)", p, q) for i, (p, q) in enumerate(zip(*outs.values(), strict=True)))
+    return f"gae B={B} T={Tn} options={options} time_major={time_major} gamma={gamma} lam={lam}"
+
+
 FAMILIES = {
     "envs": case_envs,
     "estimators": case_estimators,
@@ -221,6 +264,7 @@ FAMILIES = {
     "policy": case_policy,
     "synapse": case_synapse,
     "oracle": case_oracle,
+    "scans": case_scans,
 }
 
 
@@ -233,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=5.0, help="time budget (default 5)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--only", help=f"comma-separated families (default all: {','.join(FAMILIES)})")
+    p.add_argument("--rounds", type=int, help="run exactly this many cases of each family (instead of --minutes)")
     p.add_argument("--replay", metavar="FAMILY:N", help="run case N of FAMILY alone, verbosely")
     args = p.parse_args(argv)
     if args.replay:
@@ -244,10 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         p.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     deadline = time.monotonic() + 60 * args.minutes
     counts, failures, n = dict.fromkeys(families, 0), [], 0
-    while time.monotonic() < deadline:
+    while (n < args.rounds * len(families)) if args.rounds is not None else (time.monotonic() < deadline):
         family = families[n % len(families)]
         case = n // len(families)
         n += 1
@@ -258,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAIL {family}:{case} (replay: --seed {args.seed} --replay {family}:{case})", flush=True)
             traceback.print_exc(limit=2)
         counts[family] += 1
-    print(f"soak: {n} cases in {args.minutes:g} min ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
-          f"{len(failures)} failed{': ' + ' '.join(failures) if failures else ''}")  # fmt: skip
+    minutes = (time.monotonic() - deadline) / 60 + args.minutes
+    print(f"soak: {n} cases in {minutes:.1f} min ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+          f"{len(failures)} failed{': ' + ' '.join(failures[:20]) if failures else ''}")  # fmt: skip
     return 1 if failures else 0
 
 
