@@ -6,6 +6,8 @@
 #   make asv                  run the asv suite against the installed build (bench/asv.conf.json)
 #   make peers                install the environment benchmark peers (minigrid, gymnax on JAX CPU)
 #   make lint                 ruff
+#   make soak                 randomized compiled-backend-vs-reference soak (SOAK_MINUTES)
+#   make triton-aot           compile every Triton kernel launch for sm_80 and sm_90, all cases (no GPU needed)
 # Knobs (make VAR=value): PYTHON, VENV, TORCH_VERSION / TORCH_SPEC, METAKERN_CUDA (AUTO|ON|OFF),
 # METAKERN_CUDA_ARCHS, PYTEST_ARGS, BENCH_ARGS, BUILD_JOBS.
 
@@ -31,7 +33,7 @@ CUDACXX ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>
 export CUDACXX METAKERN_CUDA METAKERN_CUDA_ARCHS
 export CMAKE_BUILD_PARALLEL_LEVEL := $(BUILD_JOBS)
 
-.PHONY: test bench bench-quick asv lint install clean info peers gpu-wheels soak
+.PHONY: test bench bench-quick asv lint install clean info peers gpu-wheels soak triton-aot
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +62,11 @@ test: install
 # (tests/soak.py), for SOAK_MINUTES minutes; exit 1 on any mismatch.
 soak: install
 	$(PY) tests/soak.py --minutes $(SOAK_MINUTES)
+
+# Every Triton kernel launch the ops make, compiled ahead of time for sm_80 and sm_90 with their
+# registers and spills (tests/triton_aot.py; `make test` runs the default cases for sm_90).
+triton-aot: install
+	$(PY) tests/triton_aot.py --full --arch 80 --arch 90
 
 bench: install
 	$(VENV)/bin/metakern bench --json bench-out/bench.json --plot bench-out/bench.png $(BENCH_ARGS)

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-_TILE = 4096  # elements of the largest register tile
+_TILE = 4096  # 4-byte elements of the largest register tile (half as many of 8 bytes)
 _TARGET_PROGRAMS = 1024  # programs to aim for when cutting steps into chunks
 
 
@@ -250,6 +250,13 @@ def _chunks(M: int, block_m: int, other_programs: int) -> tuple[int, int]:
     return chunk, triton.cdiv(M, chunk)
 
 
+def _tile(dtype: torch.dtype) -> int:
+    """Elements of the largest register tile: ``_TILE`` 4-byte values, or as many bytes of wider ones.
+    (With the 64-bit addresses of a gathered tile, a 4096-element fp64 tile spills registers on
+    sm_90 at 4 warps; ``tests/triton_aot.py`` checks that none of these kernels spill.)"""
+    return _TILE * 4 // dtype.itemsize
+
+
 def _step_grid(M: int, N: int, block_m: int) -> tuple[int, int]:
     return (triton.cdiv(M, block_m), N)
 
@@ -260,7 +267,7 @@ def tabular_log_prob_triton(theta: torch.Tensor, states: torch.Tensor, actions: 
     M = states.shape[1]
     out = theta.new_empty(N, M)
     block_a = triton.next_power_of_2(A)
-    block_m = max(16, min(1024, _TILE // block_a))
+    block_m = max(16, min(1024, _tile(theta.dtype) // block_a))
     with _device(theta):
         _tabular_fwd_kernel[_step_grid(M, N, block_m)](
             theta, states, actions, out, M, S, A, BLOCK_M=block_m, BLOCK_A=block_a
@@ -273,7 +280,7 @@ def _histogram(w: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, S: 
     N, M = states.shape
     K = S * A if by_action else S
     block_k = min(triton.next_power_of_2(K), 128)
-    block_m = max(16, _TILE // block_k)
+    block_m = max(16, _tile(w.dtype) // block_k)
     k_tiles = triton.cdiv(K, block_k)
     chunk, num_chunks = _chunks(M, block_m, N * k_tiles)
     partial = w.new_empty(N, num_chunks, K)
@@ -310,10 +317,11 @@ def tabular_log_prob_double_backward_triton(gl, theta, states, actions, v, need_
     return u, dth
 
 
-def _linear_blocks(F: int, A: int) -> tuple[int, int, int]:
+def _linear_blocks(F: int, A: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    tile = _tile(dtype)
     block_a = triton.next_power_of_2(A)
-    block_f = max(1, min(triton.next_power_of_2(F), 32, _TILE // block_a))
-    block_m = max(1, min(128, _TILE // (block_f * block_a)))
+    block_f = max(1, min(triton.next_power_of_2(F), 32, tile // block_a))
+    block_m = max(1, min(128, tile // (block_f * block_a)))
     return block_m, block_f, block_a
 
 
@@ -322,7 +330,7 @@ def linear_softmax_log_prob_triton(weight, features, actions) -> torch.Tensor:
     N, F, A = weight.shape
     M = actions.shape[1]
     out = weight.new_empty(N, M)
-    block_m, block_f, block_a = _linear_blocks(F, A)
+    block_m, block_f, block_a = _linear_blocks(F, A, weight.dtype)
     with _device(weight):
         _linear_fwd_kernel[_step_grid(M, N, block_m)](
             weight, features, actions, out, M, F, A, BLOCK_M=block_m, BLOCK_F=block_f, BLOCK_A=block_a
@@ -333,7 +341,7 @@ def linear_softmax_log_prob_triton(weight, features, actions) -> torch.Tensor:
 def _linear_backward(gl, weight, features, actions, vw, vx, second, need_u, need_w, need_x):
     N, F, A = weight.shape
     M = actions.shape[1]
-    block_m, block_f, block_a = _linear_blocks(F, A)
+    block_m, block_f, block_a = _linear_blocks(F, A, weight.dtype)
     f_tiles = triton.cdiv(F, block_f)
     chunk, num_chunks = _chunks(M, block_m, N * f_tiles)
     u = gl.new_empty(N, M) if need_u else None

@@ -61,13 +61,16 @@ def _linear_scan_kernel(
         h = tl.sum(tl.where(last[None, :], y, 0.0), axis=1)
 
 
-def _blocks(B: int, T: int, time_major: bool) -> tuple[int, int]:
+def _blocks(B: int, T: int, time_major: bool, dtype: torch.dtype) -> tuple[int, int]:
+    # A [block_b, block_t] tile of 4096 4-byte values (2048 of 8 bytes: a 4096-element fp64 scan
+    # spills registers on sm_80 and sm_90, see tests/triton_aot.py).
+    tile = 4096 * 4 // dtype.itemsize
     if time_major:  # rows are contiguous along b: wide in b, short in t
         block_b = min(triton.next_power_of_2(B), 256)
-        block_t = max(1, min(triton.next_power_of_2(T), 4096 // block_b))
+        block_t = max(1, min(triton.next_power_of_2(T), tile // block_b))
     else:  # rows are contiguous along t
-        block_t = min(triton.next_power_of_2(T), 1024)
-        block_b = max(1, min(triton.next_power_of_2(B), 4096 // block_t))
+        block_t = min(triton.next_power_of_2(T), 1024, tile)
+        block_b = max(1, min(triton.next_power_of_2(B), tile // block_t))
     return block_b, block_t
 
 
@@ -79,7 +82,7 @@ def linear_scan_triton(
     T, B = x.shape if time_major else x.shape[::-1]
     stride_b, stride_t = (1, B) if time_major else (T, 1)
     y = torch.empty_like(x)
-    block_b, block_t = _blocks(B, T, time_major)
+    block_b, block_t = _blocks(B, T, time_major, x.dtype)
     grid = (triton.cdiv(B, block_b),)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _linear_scan_kernel[grid](
