@@ -3,6 +3,10 @@ raw bindings' own argument checks."""
 
 import importlib
 import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import metakern
 import pytest
@@ -40,6 +44,38 @@ def test_cuda_module_was_built():
     facts = info.collect()
     assert facts["cuda_module"].startswith("built (CUDA runtime"), facts["cuda_module"]
     assert "sm_80" in facts["cuda_module"] and "sm_90" in facts["cuda_module"]
+
+
+def _cuobjdump() -> str | None:
+    """The CUDA toolkit's cuobjdump, else the one Triton ships."""
+    nvcc = os.environ.get("CUDACXX") or shutil.which("nvcc")
+    candidates = [Path(nvcc).resolve().parent / "cuobjdump"] if nvcc else []
+    if importlib.util.find_spec("triton.backends.nvidia") is not None:
+        candidates.append(Path(importlib.util.find_spec("triton.backends.nvidia").origin).parent / "bin" / "cuobjdump")
+    return next((str(c) for c in candidates if c.is_file()), shutil.which("cuobjdump"))
+
+
+@pytest.mark.skipif(not REQUIRE_CUDA_BUILD, reason="METAKERN_REQUIRE_CUDA_BUILD=1 not set (CI sets it)")
+@pytest.mark.skipif(_cuobjdump() is None, reason="no cuobjdump (CUDA toolkit or Triton's NVIDIA backend)")
+def test_cuda_kernels_neither_spill_nor_use_a_stack():
+    """Every kernel in the CUDA module, for each architecture built, keeps its state in registers:
+    no local memory (spills) and no stack frame, read from the cubins' resource usage."""
+    cuda = importlib.import_module("metakern._C_cuda")
+    text = subprocess.run(
+        [_cuobjdump(), "--dump-resource-usage", cuda.__file__], capture_output=True, text=True, check=True
+    ).stdout
+    kernels, arch, name = [], None, None
+    for line in text.splitlines():
+        if m := re.search(r"arch = (sm_\d+)", line):
+            arch = m[1]
+        elif m := re.search(r"Function (\S+):", line):
+            name = m[1]
+        elif m := re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line):
+            kernels.append((arch, name, int(m[1]), int(m[2]), int(m[4])))
+    assert {k[0] for k in kernels} >= {"sm_80", "sm_90"}, text[:2000]
+    assert any("env_step_kernel" in k[1] for k in kernels) and any("linear_scan" in k[1] for k in kernels)
+    bad = [k for k in kernels if k[3] or k[4]]
+    assert not bad, bad
 
 
 def test_info_cli_prints_backends(capsys):
