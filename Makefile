@@ -7,7 +7,7 @@
 #   make peers                install the environment benchmark peers (minigrid, gymnax on JAX CPU)
 #   make lint                 ruff
 #   make soak                 randomized compiled-backend-vs-reference soak (SOAK_MINUTES)
-#   make triton-aot           compile every Triton kernel launch for sm_80 and sm_90, all cases (no GPU needed)
+#   make triton-aot           compile every Triton kernel launch for sm_80, sm_90 and sm_100, all cases (no GPU)
 # Knobs (make VAR=value): PYTHON, VENV, TORCH_VERSION / TORCH_SPEC, METAKERN_CUDA (AUTO|ON|OFF),
 # METAKERN_CUDA_ARCHS, PYTEST_ARGS, BENCH_ARGS, BUILD_JOBS.
 
@@ -63,10 +63,10 @@ test: install
 soak: install
 	$(PY) tests/soak.py --minutes $(SOAK_MINUTES)
 
-# Every Triton kernel launch the ops make, compiled ahead of time for sm_80 and sm_90 with their
+# Every Triton kernel launch the ops make, compiled ahead of time for sm_80, sm_90 and sm_100 with their
 # registers and spills (tests/triton_aot.py; `make test` runs the default cases for sm_90).
 triton-aot: install
-	$(PY) tests/triton_aot.py --full --arch 80 --arch 90
+	$(PY) tests/triton_aot.py --full --arch 80 --arch 90 --arch 100
 
 bench: install
 	$(VENV)/bin/metakern bench --json bench-out/bench.json --plot bench-out/bench.png $(BENCH_ARGS)

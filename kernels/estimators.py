@@ -61,7 +61,6 @@ def _estimator_kernel(
     cap = tl.load(params_ptr + 2)
     zero = tl.zeros([BLOCK_B], dtype=acc_ty)
     one = zero + 1.0
-    CUMULATIVE: tl.constexpr = KIND == 1 or KIND == 2 or KIND == 5
     total = zero
     d = one
     c = zero
@@ -74,7 +73,7 @@ def _estimator_kernel(
         if KIND == 0:
             lt = tl.load(l_ptr + base + t, mask=ok, other=0.0).to(acc_ty)
             total += ht * lt
-        elif KIND == 1 or KIND == 2 or KIND == 4:
+        elif (KIND == 1 or KIND == 2) or KIND == 4:
             total += ht
         elif KIND == 5:
             lt = tl.load(l_ptr + base + t, mask=ok, other=0.0).to(acc_ty)
@@ -91,7 +90,7 @@ def _estimator_kernel(
     if WANT_G or WANT_Y:
         if KIND == 3:
             lam_in = lam
-        elif CUMULATIVE:
+        elif (KIND == 1 or KIND == 2) or KIND == 5:  # the cumulative (DiCE-type) kinds
             lam_in = 1.0
         else:
             lam_in = 0.0
@@ -106,7 +105,7 @@ def _estimator_kernel(
             else:
                 cont = (zero + t + 1) < T
             ht = tl.load(h_ptr + base + t, mask=ok, other=0.0)
-            if CUMULATIVE:
+            if (KIND == 1 or KIND == 2) or KIND == 5:
                 acc = ht + tl.where(cont, acc, zero)
                 ht = acc
                 tl.store(h_ptr + base + t, ht, mask=ok)

@@ -8,13 +8,14 @@ and compiles each distinct specialization ahead of time for an NVIDIA target, th
 launch path (argument specialization, options) down to a cubin. ptxas then reports each kernel's
 registers and spill bytes per thread, and Triton its shared memory.
 
-    python tests/triton_aot.py [--arch 90] [--arch 80] [--full] [--jobs N] [--only synapse] [-q]
+    python tests/triton_aot.py [--arch 90] [--arch 80] [--arch 100] [--full] [--jobs N] [--only synapse] [-q]
 
 Exit status 1 when a kernel does not compile, needs more shared memory or registers than the
 target has, or spills more than ``spill_budget`` allows (kernels are expected not to spill, apart
-from the cases ``metakern.kernels.synapse`` documents). The default cases cover every kernel at the
-issues' target sizes (about 100 kernels, half a minute on 2 cores); ``--full`` adds the other
-dtypes, flags, activations and sizes (about 300). The figures are those of the installed Triton's
+from the cases ``metakern.kernels.synapse`` documents; judged only with the Triton version the
+budget was measured with, ``SPILLS_MEASURED_WITH``). The default cases cover every kernel at the
+issues' target sizes (94 kernels, half a minute on 2 cores); ``--full`` adds the other dtypes,
+flags, activations and sizes (440 per target). The figures are those of the installed Triton's
 compiler, which may differ from the one on a GPU machine.
 """
 
@@ -47,10 +48,15 @@ from triton.runtime.jit import JITFunction
 LIMITS = {
     80: {"shared": 163 * 1024, "regs": 65536},
     90: {"shared": 227 * 1024, "regs": 65536},
+    100: {"shared": 227 * 1024, "regs": 65536},
 }
 
 
 SPILL_TOLERANCE = 32  # bytes per thread: the few words ptxas sometimes keeps in local memory on its own
+# The spill figures (and the synapse kernels' documented list) were measured with this Triton; other
+# versions place registers differently, so with them spills are reported but not judged (compile
+# errors and resource limits still are): a new Triton release cannot turn CI red on its own.
+SPILLS_MEASURED_WITH = "3.9."
 
 
 def spill_budget(kernel: str, case: str) -> int | None:
@@ -260,7 +266,14 @@ def _ptxas(arch: int) -> str:
     """The ptxas Triton itself runs for ``arch`` (it ships more than one)."""
     from triton.backends.nvidia import compiler
 
-    return compiler.get_ptxas(arch).path
+    get = getattr(compiler, "get_ptxas", None)
+    if get is None:
+        return os.path.join(os.path.dirname(compiler.__file__), "bin", "ptxas")
+    try:
+        tool = get(arch)
+    except TypeError:  # Triton 3.4 and 3.5 take no architecture
+        tool = get()
+    return tool[0] if isinstance(tool, tuple) else tool.path  # (path, version) before 3.4
 
 
 def _resources(ptx: str, arch: int) -> dict[str, int]:
@@ -309,12 +322,12 @@ def _key(launch: Launch, arch: int) -> str:
     """Triton's own specialization of the launch (what decides whether two launches compile alike)."""
     driver.set_active(_TargetDriver(arch))
     fn = launch.kernel
-    *_, binder = fn.device_caches[arch]
     kwargs = dict(launch.kwargs)
     kwargs.setdefault("debug", False)
     try:
+        *_, binder = fn.device_caches[arch]
         _, specialization, options = binder(*launch.args, **kwargs)
-    except TypeError:  # an older binder signature: fall back to the case itself
+    except (AttributeError, TypeError):  # another Triton's internals: one compile per case and kernel
         return f"{arch}|{fn.fn.__name__}|{launch.case}"
     opts = sorted(options.items()) if isinstance(options, dict) else options
     return f"{arch}|{fn.fn.__name__}|{specialization}|{opts}"
@@ -346,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             if key not in seen:
                 seen.add(key)
                 jobs.append((i, arch))
+    judge_spills = triton.__version__.startswith(SPILLS_MEASURED_WITH)
     print(f"{len(_launches)} launches, {len(jobs)} distinct kernels x targets to compile (Triton {triton.__version__})")
+    if not judge_spills:
+        print(f"spills are reported, not judged: the budget was measured with Triton {SPILLS_MEASURED_WITH}x")
 
     start = time.perf_counter()
     results: list[Result] = []
@@ -355,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         futures = [pool.submit(_compile, i, arch) for i, arch in jobs]
         for fut in concurrent.futures.as_completed(futures):
             res = fut.result()
-            budget = spill_budget(res.kernel, res.case)
+            budget = spill_budget(res.kernel, res.case) if judge_spills else None
             if not res.errors and budget is not None and res.spill > budget:
                 res.errors.append(f"spills {res.spill} B per thread (at most {budget} expected)")
             results.append(res)
