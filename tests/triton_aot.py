@@ -112,6 +112,7 @@ class Result:
     spill: int = 0
     shared: int = 0
     seconds: float = 0.0
+    config: str = ""  # the launch's compile-time arguments
     errors: list[str] = field(default_factory=list)
 
 
@@ -296,7 +297,10 @@ def _resources(ptx: str, arch: int) -> dict[str, int]:
 def _compile(index: int, arch: int) -> Result:
     launch = _launches[index]
     name = launch.kernel.fn.__name__
-    res = Result(launch.case, name, arch)
+    config = ",".join(
+        f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in launch.kwargs.items() if k != "num_stages"
+    )
+    res = Result(launch.case, name, arch, config=config)
     driver.set_active(_TargetDriver(arch))
     start = time.perf_counter()
     try:
@@ -379,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 status = "FAIL " + "; ".join(res.errors) if res.errors else "ok"
                 print(
                     f"sm_{res.arch} {res.kernel:<28} warps={res.warps:<2} regs={res.regs:<3} spill={res.spill:<5} "
-                    f"shared={res.shared:<6} {res.seconds:5.1f}s  {res.case}  {status}",
+                    f"shared={res.shared:<6} {res.seconds:5.1f}s  {res.case}  [{res.config}]  {status}",
                     flush=True,
                 )
     failed = [r for r in results if r.errors]
