@@ -5,6 +5,7 @@
 #
 #   make gpu-wheels                                         # here: wheels the device lacks (gymnasium, gymnax), into .whl
 #   bash bench/gpu_session.sh [all|build|check|bench]      # there (carry .whl); default: all
+#   bash bench/gpu_session.sh sanitize                      # a second call: compute-sanitizer over every GPU kernel
 #
 # Writes at most 8 files under $OUT (the device tool brings them back; default bench-out/gpu):
 #   build.log, check.log      the build and the pytest run on the device
@@ -13,6 +14,8 @@
 #                             T=500 vs the naive loop, achieved FLOP/s against a measured matmul peak)
 #   gpu-kernels.json          metakern bench --device cuda for the scan, estimator and policy families
 #   summary.txt               the tables of the three bench runs (the call's reply shows its tail)
+#   sanitize-*.log            (sanitize) tests/gpu_sanitize.py under compute-sanitizer's memcheck,
+#                             initcheck and racecheck (SANITIZE_TOOLS), each kernel once at odd sizes
 # Order: build, the two benchmarks the issues' GPU targets name (envs, synapse), the tests, then the
 # other kernels' benchmarks; so a call cut off at its limit still brings back the target figures
 # (files under $OUT come back even then). Each step has its own time limit (STEP_LIMIT_S, seconds;
@@ -22,8 +25,8 @@
 set -uo pipefail
 
 phase=${1:-all}
-case "$phase" in all | build | check | bench) ;; *)
-    echo "usage: $0 [all|build|check|bench]" >&2
+case "$phase" in all | build | check | bench | sanitize) ;; *)
+    echo "usage: $0 [all|build|check|bench|sanitize]" >&2
     exit 2
     ;;
 esac
@@ -85,6 +88,18 @@ fi
 
 if [ "$phase" = all ] || [ "$phase" = bench ]; then
     step bench-kernels bash -c "'$PY' -m metakern.cli bench $QUICK --device $DEVICE --only scan/ --only estimators/ --only policy/ --json '$OUT/gpu-kernels.json' -q >>'$OUT/summary.txt' 2>&1"
+fi
+
+if [ "$phase" = sanitize ]; then # its own call: the sanitizers slow every kernel down many times
+    if ! built; then step build bash -c "'$PY' -m pip install --no-build-isolation --no-deps -e . >>'$OUT/build.log' 2>&1"; fi
+    # SANITIZER=none runs the driver alone: a dry run of the plumbing (DEVICE=cpu SANITIZER=none).
+    SAN=${SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
+    for tool in ${SANITIZE_TOOLS:-memcheck initcheck racecheck}; do
+        run=("$SAN" --tool "$tool" --error-exitcode 9)
+        if [ "$SAN" = none ]; then run=(); fi
+        step "sanitize-$tool" bash -c '"$@" >"$0" 2>&1; rc=$?; tail -5 "$0"; exit $rc' \
+            "$OUT/sanitize-$tool.log" "${run[@]}" "$PY" tests/gpu_sanitize.py --device "$DEVICE"
+    done
 fi
 
 tail -60 "$OUT/summary.txt"

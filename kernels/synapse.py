@@ -221,7 +221,7 @@ def _recompute(
     """dst[k // stride] = W_in of step t_first + k for k = 0, stride, 2 stride, ... < n, given
     src = W_in of step t_first. The write is elementwise in W, so each row block is carried through
     all n steps in registers: no exchange between threads, no barrier per step."""
-    NN = N * N
+    NN = tl.full([], N, tl.int64) * N  # int64: offsets k * NN must not wrap
     ri = tl.arange(0, BR)
     cols = tl.arange(0, BN)
     cm = cols < N
@@ -536,7 +536,7 @@ def _bwd_onchip_kernel(
     RB: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
-    NN = N * N
+    NN = tl.full([], N, tl.int64) * N  # int64: the scratch offsets m * NN, (t - ta) * NN must not wrap
     i = tl.arange(0, BN)
     im = i < N
     tile = i[:, None] * N + i[None, :]
@@ -687,7 +687,7 @@ def _bwd_stream_kernel(
     HAS_RESET: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
-    NN = N * N
+    NN = tl.full([], N, tl.int64) * N  # int64: the scratch offsets m * NN, (t - ta) * NN must not wrap
     ri = tl.arange(0, BR)
     cols = tl.arange(0, BN)
     cm = cols < N
