@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "envs": lambda: environments(args.device),
     }
     only = args.only.split(",") if args.only else list(parts)
+    _failures.clear()
     for name in only:
         t0 = time.perf_counter()
         parts[name]()
