@@ -14,8 +14,9 @@ Exit status 1 when a kernel does not compile, needs more shared memory or regist
 target has, or spills more than ``spill_budget`` allows (kernels are expected not to spill, apart
 from the cases ``metakern.kernels.synapse`` documents; judged only with the Triton version the
 budget was measured with, ``SPILLS_MEASURED_WITH``). The default cases cover every kernel at the
-issues' target sizes (94 kernels, half a minute on 2 cores); ``--full`` adds the other dtypes,
-flags, activations and sizes (440 per target). The figures are those of the installed Triton's
+issues' target sizes (98 kernels, half a minute on 2 cores; without ``--only`` the tool fails if
+a kernel of ``metakern.kernels`` is never launched); ``--full`` adds the other dtypes, flags,
+activations and sizes (450 per target). The figures are those of the installed Triton's
 compiler, which may differ from the one on a GPU machine.
 """
 
@@ -99,7 +100,6 @@ class Launch:
     kernel: JITFunction
     args: tuple
     kwargs: dict
-    grid: tuple | None = None
 
 
 @dataclass
@@ -121,21 +121,27 @@ _current_case = ["?"]
 
 
 def _kernels() -> list[JITFunction]:
-    from metakern.kernels import estimators, policy, scan, synapse
+    """Every kernel (a ``*_kernel`` JIT function; the others are helpers they call) of every module
+    of ``metakern.kernels``."""
+    import importlib
+    import pkgutil
+
+    import metakern.kernels as pkg
 
     found = []
-    for mod in (estimators, policy, scan, synapse):
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
         found += [obj for name, obj in vars(mod).items() if isinstance(obj, JITFunction) and name.endswith("_kernel")]
     return found
 
 
 def _install_recorder() -> None:
-    """Each kernel's launch is recorded (a copy of the arguments' metadata is enough: the compiler
-    looks at dtypes, alignment and integer values) and not run."""
+    """Each kernel's launch is recorded, arguments and all (the compiler looks at their dtypes,
+    alignment and integer values), and not run."""
     for fn in _kernels():
 
         def record(*args, grid, warmup, _fn=fn, **kwargs):
-            _launches.append(Launch(_current_case[0], _fn, args, kwargs, grid if not callable(grid) else None))
+            _launches.append(Launch(_current_case[0], _fn, args, kwargs))
 
         fn.run = record
     # The ops accept CPU tensors for the Triton backend only under the interpreter; here the kernels
@@ -208,7 +214,8 @@ def cases(full: bool) -> list[tuple[str, Callable[[], None]]]:
                 N, B, T = 64, 32, 128
                 theta = torch.randn(N, S, A, dtype=dtype, requires_grad=True)
                 states, actions = torch.randint(0, S, (N, B, T)), torch.randint(0, A, (N, B, T))
-                _hvp(pol.tabular_log_prob(theta, states, actions), [theta])
+                _hvp(pol.tabular_log_prob(theta, states, actions), [theta])  # a loss linear in the log-probs
+                _hvp(pol.tabular_log_prob(theta, states, actions).square(), [theta])  # and one that is not
 
             out.append((f"policy tabular S={S},A={A},{_name(dtype)}", run))
         for F, A in [(32, 5)] + ([(7, 3), (128, 18)] if full else []):
@@ -219,6 +226,7 @@ def cases(full: bool) -> list[tuple[str, Callable[[], None]]]:
                 x = torch.randn(N, B, T, F, dtype=dtype, requires_grad=True)
                 actions = torch.randint(0, A, (N, B, T))
                 _hvp(pol.linear_softmax_log_prob(w, x, actions), [w, x])
+                _hvp(pol.linear_softmax_log_prob(w, x, actions).square(), [w, x])
                 _hvp(pol.linear_softmax_log_prob(w, x.detach(), actions), [w])
                 _hvp(pol.linear_softmax_log_prob(w.detach(), x, actions), [x])
 
@@ -355,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             _current_case[0] = label
             thunk()
+    if not families:  # the cases must reach every kernel, or one could go unchecked
+        missing = {fn.fn.__name__ for fn in _kernels()} - {launch.kernel.fn.__name__ for launch in _launches}
+        if missing:
+            print(f"no case launches {sorted(missing)}: add one to cases()")
+            return 1
     jobs: list[tuple[int, int]] = []
     seen: set[str] = set()
     for arch in archs:
