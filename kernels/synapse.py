@@ -61,9 +61,9 @@ Cost per step and sequence: forward about (S + 3) S / 2 + S + 2 multiply-adds pe
 backward about three times that plus one recompute write (two for C > ONE_PASS_MAX_C).
 
 Launch configuration (``_num_warps``) was chosen from the compiled sm_90 kernels' register use, not
-by timing: no GPU was at hand. ``tests/triton_aot.py`` compiles every launch for sm_90 (and sm_80)
-and reports registers and spills per thread; CI fails if a kernel spills where this list does not
-say so. With Triton 3.9's compiler, fp32 at S <= 2 spills nowhere except the on-chip forward at
+by timing: no GPU was at hand. ``tests/triton_aot.py`` compiles every launch for sm_80, sm_90 and
+sm_100 and reports registers and spills per thread; CI (sm_90) fails if a kernel spills where this
+list does not say so. With Triton 3.9's compiler, fp32 at S <= 2 spills nowhere except the on-chip forward at
 N = 128 (BN = 128: up to 210 bytes per thread; 400 to 530 at S = 4, at 16 or 32 warps alike). S >= 3
 and fp64 may spill: the on-chip backward at BN = 64 and S >= 3 (4 to 150 bytes in fp32), fp64 from
 N = 64 at any S and from N = 16 at S >= 3 (up to about 10 KB per thread in the N = 128 forward).
@@ -832,10 +832,10 @@ def _or(t: torch.Tensor | None, fallback: torch.Tensor) -> torch.Tensor:
 
 def _num_warps(BN: int, on_chip: bool, backward: bool) -> int:
     """On chip, the fewest warps whose sm_90 build of the kernel has no register spills for fp32 and
-    S <= 4 (ptxas resource usage; the N = 128 forward spills a little at any count, the N = 64
-    backward at S = 4 a few bytes). Streaming: 16 warps forward; 8 backward, whose 16-warp build
-    is held to 128 registers and spills (16 to 232 bytes per thread from N = 256 at S = 2, from
-    N = 128 at S = 4). Not tuned by timing; ``tests/triton_aot.py`` reports the numbers."""
+    S <= 2 (ptxas resource usage; the N = 128 forward spills at any count, see the module docstring
+    for the rest). Streaming: 16 warps forward; 8 backward, whose 16-warp build is held to 128
+    registers and spills (16 to 232 bytes per thread from N = 256 at S = 2, from N = 128 at S = 4).
+    Not tuned by timing; ``tests/triton_aot.py`` reports the numbers."""
     if not on_chip:
         return 8 if backward else 16
     return max(4, min(8, BN // 4)) if backward else max(2, min(16, BN // 8))

@@ -14,9 +14,9 @@ Exit status 1 when a kernel does not compile, needs more shared memory or regist
 target has, or spills more than ``spill_budget`` allows (kernels are expected not to spill, apart
 from the cases ``metakern.kernels.synapse`` documents; judged only with the Triton version the
 budget was measured with, ``SPILLS_MEASURED_WITH``). The default cases cover every kernel at the
-issues' target sizes (98 kernels, half a minute on 2 cores; without ``--only`` the tool fails if
+issues' target sizes (102 kernels, half a minute on 2 cores; without ``--only`` the tool fails if
 a kernel of ``metakern.kernels`` is never launched); ``--full`` adds the other dtypes, flags,
-activations and sizes (450 per target). The figures are those of the installed Triton's
+activations and sizes (460 per target). The figures are those of the installed Triton's
 compiler, which may differ from the one on a GPU machine.
 """
 
@@ -165,8 +165,8 @@ def cases(full: bool) -> list[tuple[str, Callable[[], None]]]:
     out: list[tuple[str, Callable[[], None]]] = []
     dtypes = [torch.float32, torch.float64]
 
-    # linear_scan (and through it the GAE op): both layouts, both directions, fp32 / fp64.
-    for dtype in dtypes:
+    # linear_scan (and through it the GAE op): both layouts, both directions, fp32 / fp64 / bf16.
+    for dtype in [*dtypes, torch.bfloat16]:
         for time_major in (False, True):
             for B, T in [(4096, 256)] + ([(1, 1), (3, 5000)] if full else []):
 
