@@ -60,6 +60,13 @@ use_site() {
 use_site
 
 built() { "$PY" -c "import torch, metakern._backend as b; assert torch.cuda.is_available() and b.cuda_module()" 2>/dev/null; }
+build_once() { # the CUDA module, unless this machine already has it
+    if built; then
+        echo "== build: already built" | tee -a "$OUT/summary.txt"
+    else
+        step build bash -c "'$PY' -m pip install --no-build-isolation --no-deps -e . >>'$OUT/build.log' 2>&1 || { tail -40 '$OUT/build.log'; exit 1; }"
+    fi
+}
 
 if [ "$phase" = all ] || [ "$phase" = build ]; then
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >"$OUT/summary.txt" 2>&1
@@ -67,11 +74,7 @@ if [ "$phase" = all ] || [ "$phase" = build ]; then
         step wheels bash -c "'$PY' -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >>'$OUT/build.log' 2>&1"
     fi
     use_site
-    if built; then
-        echo "== build: already built" | tee -a "$OUT/summary.txt"
-    else
-        step build bash -c "'$PY' -m pip install --no-build-isolation --no-deps -e . >>'$OUT/build.log' 2>&1 || { tail -40 '$OUT/build.log'; exit 1; }"
-    fi
+    build_once
 fi
 
 if [ "$phase" = all ] || [ "$phase" = bench ]; then # the figures the issues' GPU targets name
@@ -91,7 +94,7 @@ if [ "$phase" = all ] || [ "$phase" = bench ]; then
 fi
 
 if [ "$phase" = sanitize ]; then # its own call: the sanitizers slow every kernel down many times
-    if ! built; then step build bash -c "'$PY' -m pip install --no-build-isolation --no-deps -e . >>'$OUT/build.log' 2>&1"; fi
+    build_once
     # SANITIZER=none runs the driver alone: a dry run of the plumbing (DEVICE=cpu SANITIZER=none).
     SAN=${SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
     for tool in ${SANITIZE_TOOLS:-memcheck initcheck racecheck}; do

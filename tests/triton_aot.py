@@ -286,8 +286,8 @@ def _ptxas(arch: int) -> str:
 
 
 def _resources(ptx: str, arch: int) -> dict[str, int]:
-    """ptxas's report for the kernel's PTX (the assembly Triton compiled): registers per thread,
-    stack frame and spill bytes per thread."""
+    """ptxas's report for the kernel's PTX (the assembly Triton compiled): registers and spill
+    bytes per thread."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "k.ptx")
         with open(src, "w") as f:
@@ -296,10 +296,10 @@ def _resources(ptx: str, arch: int) -> dict[str, int]:
         cmd = [_ptxas(arch), "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu}", src, "-o", os.path.join(tmp, "k.o")]
         text = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     regs = re.search(r"Used (\d+) registers", text)
-    frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", text)
-    if regs is None or frame is None:
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    if regs is None or spill is None:
         raise RuntimeError(f"cannot read ptxas's resource report:\n{text}")
-    return {"regs": int(regs[1]), "stack": int(frame[1]), "spill": max(int(frame[2]), int(frame[3]))}
+    return {"regs": int(regs[1]), "spill": max(int(spill[1]), int(spill[2]))}
 
 
 def _compile(index: int, arch: int) -> Result:
