@@ -16,7 +16,7 @@
 // the solves' unknowns live in registers, one pass over a group's P (125 KiB, from L2) per
 // evaluation (Q_k, the step to theta_{k+1}, pi_{k+1} and row by row the next LU, fused) and one per
 // HVP; and a generic kernel for any other S, A or ISA (AVX-512, AVX2, SSE2). At B=1024, S=20, A=5,
-// K=3 on 2 Zen 4 cores the fixed kernel takes ~1.8 ms (~28 us per group and thread), bound by
+// K=3 on 2 Zen 4 cores the fixed kernel takes ~1.8 ms (~27 us per group and thread), bound by
 // issuing loads and multiply-adds (about one 512-bit load per multiply-add), not by memory: reading
 // P once takes ~0.1 ms.
 #pragma once

@@ -407,11 +407,14 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // Work per task (S=20, A=5, K=3): 44k multiply-adds (forming P_pi, Q and the two HVP products are
 // S^2 A each per step, an LU about S^3/3, a solve S^2) and 400 exponentials. The next group's inputs and this group's
 // meta-gradient are prefetched into L2 while the group computes; the thetas are written with
-// streaming stores. Measured on a 2-core Zen 4 (3.7 GHz): 26 us per group with all data in cache
-// (28 us at B=1024), of which the evaluation passes take ~45%, the HVP passes ~16%, the gather and
-// step 0's factorisation ~20% and the 14 triangular solves ~10%. The evaluation and HVP passes are
-// not bound by L2 (with P in L1 they run within 5% as fast) but by issuing about one 512-bit load
-// per multiply-add (every multiply-add reads P or a factor), at about 1.3 cycles each.
+// streaming stores. Measured on a 2-core Zen 4 (one thread, rdtsc per phase): 24.5 us per group
+// with all data in cache (27 us at B=1024), of which the evaluation passes take ~45%, the HVP passes
+// ~17%, the gather and scatter ~12%, step 0's factorisation ~10% and the 14 triangular solves ~10%.
+// That is about 2 core cycles per multiply-add against the core's one 512-bit multiply-add per cycle
+// (3.6 G/s in a register-only loop): nearly every multiply-add also loads P or a factor, and the
+// elimination and solve chains are serial. The Crout form (unit U) made the whole kernel 2-3%
+// faster than a unit-L LU; gathering P two states at a time inside step 0's factorisation, and
+// claiming groups dynamically instead of the static schedule, gained nothing measurable.
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
 
@@ -491,8 +494,11 @@ struct Fixed {
 
   // What the reverse pass needs of step k's evaluation.
   struct Step {
-    v8 lu[S * S];  // LU factors of I - gamma P_pi, row-major: L unit, strictly lower; U
-    v8 rinv[S];    // 1 / U[i][i]
+    // Crout factors of I - gamma P_pi = L U, row-major: L lower (with the diagonal), U unit upper
+    // (strictly upper part stored). Without the unit diagonal on L's side, eliminating a row needs
+    // no multiplier l = a / u_kk: each step of its serial chain is one multiply-add.
+    v8 lu[S * S];
+    v8 rinv[S];  // 1 / L[i][i]
     v8 pi[SA];
     v8 adv[SA];
     v8 d[S];
@@ -540,7 +546,7 @@ struct Fixed {
   }
 
   // Row s of I - gamma P_pi (and r_pi[s]) from pi(s, :), eliminated in registers by the finished rows
-  // k < s of the LU factors, then stored once. With kQ, the next state's q_part (slab Pq) is
+  // k < s of the Crout factors, then stored once (L's part as is, U's scaled by 1 / L[s][s]). With kQ, the next state's q_part (slab Pq) is
   // computed alongside the row, so that streaming that slab from L2 overlaps this state's work.
   template <bool kQ>
   static MK_INLINE void form_and_eliminate(int s, const v8* __restrict pi, const v8* Ps, const v8* __restrict Rs,
@@ -574,22 +580,25 @@ struct Fixed {
 #pragma GCC unroll 16
       for (int a = 0; a < A; ++a) q[a] = acc[a];
     }
-    // The identity's 1 is added to U[s][s] after the elimination: the multipliers come from the
-    // columns left of s and do not depend on it.
+    // The identity's 1 is added to L[s][s] after the elimination: the columns left of s do not
+    // depend on it.
 #pragma GCC unroll 64
     for (int k = 0; k < S; ++k) {
       if (k >= s) break;
-      const v8 l = row[k] * rinv[k];
-      row[k] = l;
+      const v8 l = row[k];
 #pragma GCC unroll 64
       for (int j = k + 1; j < S; ++j) row[j] -= l * lu[k * S + j];
     }
     v8* out = lu + s * S;
+    const v8 diag = row[s] + 1.0;
+    const v8 inv = 1.0 / diag;
 #pragma GCC unroll 64
-    for (int t = 0; t < S; ++t) out[t] = row[t];
-    const v8 diag = out[s] + 1.0;
-    out[s] = diag;
-    rinv[s] = 1.0 / diag;
+    for (int t = 0; t < S; ++t) {
+      if (t < s) out[t] = row[t];
+      else if (t == s) out[t] = diag;
+      else out[t] = row[t] * inv;
+    }
+    rinv[s] = inv;
   }
 
   // x = M b = U^{-1} L^{-1} b, by columns, the unknowns in registers.
@@ -601,12 +610,12 @@ struct Fixed {
     for (int i = 0; i < S; ++i) x[i] = b[i];
 #pragma GCC unroll 64
     for (int k = 0; k < S; ++k) {
+      x[k] *= rinv[k];
 #pragma GCC unroll 64
       for (int i = k + 1; i < S; ++i) x[i] -= lu[i * S + k] * x[k];
     }
 #pragma GCC unroll 64
     for (int k = S - 1; k >= 0; --k) {
-      x[k] *= rinv[k];
 #pragma GCC unroll 64
       for (int i = 0; i < k; ++i) x[i] -= lu[i * S + k] * x[k];
     }
@@ -622,12 +631,12 @@ struct Fixed {
     for (int i = 0; i < S; ++i) y[i] = c[i];
 #pragma GCC unroll 64
     for (int k = 0; k < S; ++k) {
-      y[k] *= rinv[k];
 #pragma GCC unroll 64
       for (int i = k + 1; i < S; ++i) y[i] -= lu[k * S + i] * y[k];
     }
 #pragma GCC unroll 64
     for (int k = S - 1; k >= 0; --k) {
+      y[k] *= rinv[k];
 #pragma GCC unroll 64
       for (int i = 0; i < k; ++i) y[i] -= lu[k * S + i] * y[k];
     }
