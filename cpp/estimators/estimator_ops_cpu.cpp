@@ -1,28 +1,38 @@
-// CPU kernel of the magic-box estimator ops (see estimator_ops.h): blocks of kRows trajectory rows advance
-// through time in lock-step (their serial chains overlap), blocks split across OpenMP threads; three O(T)
-// passes at most, each a loop with the estimator fixed at compile time; an L1/L2-sized scratch per thread.
+// CPU kernel of the magic-box estimator ops (see estimator_ops.h): blocks of 8 trajectory rows advance
+// through time in lock-step, one row per SIMD lane (estimator_block.inc), blocks split across OpenMP
+// threads; three O(T) passes at most, each a loop with the estimator fixed at compile time; an
+// L1/L2-sized scratch per thread. An AVX-512 build and a portable one; METAKERN_DISABLE_AVX512=1
+// forces the portable one.
 #include "estimators/estimator_ops.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
+
+#include "common/cpu_features.h"
 
 namespace metakern {
 namespace {
 
-constexpr int kRows = 8;  // rows advanced in lock-step: their serial chains overlap
+constexpr int kLanes = 8;  // trajectory rows per SIMD vector (a block)
+#define EST_INLINE inline __attribute__((always_inline))
 
-// Rows [0, R) of a block (R <= kRows), all of length T, at row stride T. Passes over time: forward
+// The portable kernel: scalar code, the block's rows interleaved so that their serial chains overlap.
+// (The SIMD kernel built for SSE2 or AVX2, where 8-lane vectors of doubles span several registers,
+// ran 2-6x slower than this.)
+
+// Rows [0, R) of a block (R <= kLanes), all of length T, at row stride T. Passes over time: forward
 // (discount, value, per-step inputs of h and e), reverse (h's episode sums, g, R), forward (F, y).
 template <int KIND, typename S>
 void block(int R, const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value,
            S* g, S* y, int64_t T, S gamma, S lam, S cap, S* h, S* e) {
   constexpr bool cumulative = KIND == kDice || KIND == kDiceBaseline || KIND == kOffPolicy;
-  S total[kRows] = {}, d[kRows], c[kRows] = {};
-  for (int r = 0; r < kRows; ++r) d[r] = 1;
+  S total[kLanes] = {}, d[kLanes], c[kLanes] = {};
+  for (int r = 0; r < kLanes; ++r) d[r] = 1;
   for (int64_t t = 0; t < T; ++t) {
     for (int r = 0; r < R; ++r) {
       const int64_t k = r * T + t;
@@ -58,7 +68,7 @@ void block(int R, const S* l, const S* sig, const S* val, const S* beh, const ui
   if (KIND == kMaml || KIND == kLvc || (KIND == kLoadedDice && !y)) return;  // one pass was enough
   if (!g && !y) return;
   const S lam_in = KIND == kLoadedDice ? lam : (cumulative ? S(1) : S(0));
-  S acc[kRows] = {}, Rs[kRows] = {};
+  S acc[kLanes] = {}, Rs[kLanes] = {};
   for (int64_t t = T - 1; t >= 0; --t) {
     for (int r = 0; r < R; ++r) {
       const int64_t k = r * T + t;
@@ -79,7 +89,7 @@ void block(int R, const S* l, const S* sig, const S* val, const S* beh, const ui
     }
   }
   if (!y || KIND == kMaml || KIND == kLvc) return;  // lvc: lam = 0, so (H u)_t = R_t = h_t u_t
-  S F[kRows] = {};
+  S F[kLanes] = {};
   for (int64_t t = 0; t < T; ++t) {
     for (int r = 0; r < R; ++r) {
       const int64_t k = r * T + t;
@@ -95,17 +105,15 @@ void block(int R, const S* l, const S* sig, const S* val, const S* beh, const ui
 template <int KIND, typename S>
 void run_kind(const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value, S* g,
               S* y, int64_t B, int64_t T, double gamma, double lam, double cap, int num_threads) {
-  int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
-  const int64_t blocks = (B + kRows - 1) / kRows;
-  nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, blocks)));
-  if (B * T < 32768) nt = 1;  // small problems: thread start-up costs more than it saves
+  const int nt = num_threads;
+  const int64_t blocks = (B + kLanes - 1) / kLanes;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<S> h(static_cast<size_t>(kRows * T)), e(KIND == kDiceBaseline ? static_cast<size_t>(kRows * T) : 0);
+    std::vector<S> h(static_cast<size_t>(kLanes * T)), e(KIND == kDiceBaseline ? static_cast<size_t>(kLanes * T) : 0);
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t b = blk * kRows;
-      const int R = static_cast<int>(std::min<int64_t>(kRows, B - b));
+      const int64_t b = blk * kLanes;
+      const int R = static_cast<int>(std::min<int64_t>(kLanes, B - b));
       const int64_t o = b * T;
       block<KIND, S>(R, l + o, sig + o, val ? val + o : nullptr, beh ? beh + o : nullptr, dn ? dn + o : nullptr,
                      u ? u + o : nullptr, value ? value + b : nullptr, g ? g + o : nullptr, y ? y + o : nullptr, T,
@@ -115,7 +123,7 @@ void run_kind(const S* l, const S* sig, const S* val, const S* beh, const uint8_
 }
 
 template <typename S>
-void run(int kind, const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value,
+void run_scalar(int kind, const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value,
          S* g, S* y, int64_t B, int64_t T, double gamma, double lam, double cap, int num_threads) {
   switch (kind) {
     case kMaml: return run_kind<kMaml>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
@@ -126,6 +134,30 @@ void run(int kind, const S* l, const S* sig, const S* val, const S* beh, const u
       return run_kind<kLoadedDice>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
     case kLvc: return run_kind<kLvc>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
     default: return run_kind<kOffPolicy>(l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, num_threads);
+  }
+}
+
+
+// The AVX-512 kernel: the block's 8 rows in the lanes of one vector (8 doubles, or 8 floats with
+// AVX-512VL).
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx2,fma")
+namespace avx512 {
+#include "estimators/estimator_block.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+
+template <typename S>
+void run(int kind, const S* l, const S* sig, const S* val, const S* beh, const uint8_t* dn, const S* u, S* value,
+         S* g, S* y, int64_t B, int64_t T, double gamma, double lam, double cap, int num_threads) {
+  int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  const int64_t blocks = (B + kLanes - 1) / kLanes;  // kLanes = kLanes = 8
+  nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, blocks)));
+  if (B * T < 32768) nt = 1;  // small problems: thread start-up costs more than it saves
+  if (have_avx512()) {
+    avx512::run_simd<S>(kind, l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, nt);
+  } else {
+    run_scalar<S>(kind, l, sig, val, beh, dn, u, value, g, y, B, T, gamma, lam, cap, nt);
   }
 }
 

@@ -1,6 +1,8 @@
 // CPU kernel behind metakern.estimators.tabular (see tabular_estimators.h).
 #include "estimators/tabular_estimators.h"
 
+#include "common/cpu_features.h"
+
 #include <immintrin.h>
 #include <omp.h>
 
@@ -81,18 +83,6 @@ __attribute__((target("avx512f"))) void dice_pass1_avx512(const I* st, const I* 
     qp[2 * t] = w;
     qp[2 * t + 1] = w * U;
   }
-}
-
-// Decided on first use, not at load time (a static initialiser could run before libgcc's CPU probe).
-// METAKERN_DISABLE_AVX512=1 forces the portable path (how the tests reach it on AVX-512 machines).
-bool have_avx512() {
-  static const bool yes = [] {
-    const char* off = std::getenv("METAKERN_DISABLE_AVX512");
-    if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
-    __builtin_cpu_init();
-    return static_cast<bool>(__builtin_cpu_supports("avx512f"));
-  }();
-  return yes;
 }
 
 template <int E, int RR, typename I>
