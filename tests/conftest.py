@@ -120,3 +120,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+def with_and_without_avx512(script: str, timeout: float = 120) -> dict[str, tuple[str, object]]:
+    """Run a Python script twice in fresh processes, with METAKERN_DISABLE_AVX512=0 and =1 (read
+    once per process): {flag: (stdout, what the script torch.save'd to sys.argv[1])}."""
+    import subprocess
+    import sys
+
+    results = {}
+    for flag in ("0", "1"):
+        path = f"{os.environ.get('TMPDIR', '/tmp')}/metakern-avx512-{os.getpid()}-{flag}.pt"
+        env = dict(os.environ, METAKERN_DISABLE_AVX512=flag)
+        cmd = [sys.executable, "-c", script, path]
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        assert run.returncode == 0, run.stderr
+        results[flag] = (run.stdout, torch.load(path))
+        os.remove(path)
+    return results

@@ -9,7 +9,7 @@ import math
 import metakern
 import pytest
 import torch
-from conftest import backend_param
+from conftest import backend_param, with_and_without_avx512
 from metakern import estimators as est
 from metakern.estimators import reference as ref
 
@@ -318,10 +318,6 @@ def test_avx512_and_portable_kernels_agree():
     """The C++ kernel's AVX-512 path (8 rows per vector) and its portable scalar path
     (METAKERN_DISABLE_AVX512=1, read once per process) give the same value, gradient and HVP for
     every kind, with done masks, in float64 and float32, at sizes with partial blocks and tiles."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import torch, sys\n"
         "from metakern.estimators import ops as O\n"
@@ -340,14 +336,7 @@ def test_avx512_and_portable_kernels_agree():
         "                out.append(torch.cat([r[0], r[1].reshape(-1), r[2].reshape(-1)]).double())\n"
         "torch.save(out, sys.argv[1])\n"
     )
-    results = {}
-    for flag in ("0", "1"):
-        path = f"{os.environ.get('TMPDIR', '/tmp')}/metakern-est-portable-{os.getpid()}-{flag}.pt"
-        env = dict(os.environ, METAKERN_DISABLE_AVX512=flag)
-        run = subprocess.run([sys.executable, "-c", script, path], env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        results[flag] = torch.load(path)
-        os.remove(path)
+    results = {flag: out for flag, (_, out) in with_and_without_avx512(script).items()}
     half = len(results["0"]) // 2  # float64 cases first, then float32
     for i, (x, y) in enumerate(zip(results["0"], results["1"], strict=True)):
         tol = 1e-12 if i < half else 2e-5

@@ -4,7 +4,7 @@
 import metakern
 import pytest
 import torch
-from conftest import backend_param
+from conftest import backend_param, with_and_without_avx512
 from metakern.estimators import reference as est
 from metakern.estimators.tabular import tabular_derivatives
 
@@ -101,10 +101,6 @@ def test_cpp_kernel_is_deterministic(name, lam):
 def test_portable_path_matches_the_avx512_one():
     """METAKERN_DISABLE_AVX512=1 (read once per process) forces the portable forward pass of the
     DiCE kernel; it must give the same numbers as the default path, out-of-range checks included."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import torch, sys\n"
         "from metakern.estimators.tabular import tabular_derivatives\n"
@@ -120,13 +116,8 @@ def test_portable_path_matches_the_avx512_one():
         "torch.save(out, sys.argv[1])\n"
     )
     results = {}
-    for flag in ("0", "1"):
-        path = f"{os.environ.get('TMPDIR', '/tmp')}/metakern-portable-{os.getpid()}-{flag}.pt"
-        env = dict(os.environ, METAKERN_DISABLE_AVX512=flag)
-        run = subprocess.run([sys.executable, "-c", script, path], env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        assert "states: expected indices in [0, 6), got 6 at [3, 30]" in run.stdout
-        results[flag] = torch.load(path)
-        os.remove(path)
+    for flag, (stdout, out) in with_and_without_avx512(script).items():
+        assert "states: expected indices in [0, 6), got 6 at [3, 30]" in stdout
+        results[flag] = out
     for x, y in zip(results["0"], results["1"], strict=True):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-13)
