@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/simd_transpose.h"
 
 namespace metakern {
 namespace {

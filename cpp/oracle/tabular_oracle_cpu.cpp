@@ -19,6 +19,8 @@
 
 #include "oracle/tabular_oracle.h"
 
+#include "common/simd_transpose.h"
+
 namespace metakern {
 namespace {
 
@@ -71,25 +73,6 @@ MK_INLINE vd exp_nonpositive(vd x) {
 template <typename F>
 MK_INLINE void for_lanes(int64_t first, int64_t B, F&& f) {
   for (int l = 0; l < kLanes; ++l) f(l, std::min(first + l, B - 1));
-}
-
-// out[k][l] = in[l][k]: an 8x8 transpose in registers (three rounds of two-source shuffles).
-MK_INLINE void transpose8(const vd* in, vd* out) {
-  vd t[kLanes], u[kLanes];
-  for (int k = 0; k < kLanes; k += 2) {
-    t[k] = __builtin_shufflevector(in[k], in[k + 1], 0, 8, 2, 10, 4, 12, 6, 14);
-    t[k + 1] = __builtin_shufflevector(in[k], in[k + 1], 1, 9, 3, 11, 5, 13, 7, 15);
-  }
-  for (int k = 0; k < kLanes; k += 4) {
-    u[k] = __builtin_shufflevector(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-    u[k + 2] = __builtin_shufflevector(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-    u[k + 1] = __builtin_shufflevector(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-    u[k + 3] = __builtin_shufflevector(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-  }
-  for (int k = 0; k < 4; ++k) {  // column k and column k + 4
-    out[k] = __builtin_shufflevector(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    out[k + 4] = __builtin_shufflevector(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
 }
 
 // dst[i][l] = task (first + l)'s src[i], i < n: 8x8 blocks transposed in registers, the remainder
