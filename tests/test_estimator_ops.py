@@ -343,6 +343,23 @@ def test_avx512_and_portable_kernels_agree():
         torch.testing.assert_close(x, y, rtol=tol, atol=tol, msg=lambda m, i=i: f"case {i}: {m}")
 
 
+@pytest.mark.parametrize(
+    "dtype,log_weights",
+    [
+        (torch.float64, [-700.0, 0.5, 700.0, 709.5, 709.78, 709.8, 715.0]),
+        (torch.float32, [-80.0, 0.5, 88.0, 88.6, 88.72, 88.8, 95.0]),
+    ],
+)
+def test_off_policy_weights_up_to_overflow_match_torch_exp(cpu_backend, dtype, log_weights):
+    """A one-step off-policy DiCE value is e^(logp - behaviour) r, unclamped below max_log_weight:
+    right up to the overflow threshold, and +inf past it (as torch.exp), on each CPU path."""
+    c = torch.tensor(log_weights, dtype=dtype)[:, None]
+    with metakern.use_backend(cpu_backend):
+        value = est.off_policy_dice(torch.zeros_like(c), -c, torch.ones_like(c), GAMMA, max_log_weight=800.0,
+                                    reduction="none")  # fmt: skip
+    torch.testing.assert_close(value, torch.exp(c.squeeze(1)), rtol=4 * torch.finfo(dtype).eps, atol=0)
+
+
 def test_float32_and_16bit(cpu_backend):
     backend = cpu_backend
     logp0, data = _data(4, 30)
