@@ -397,7 +397,12 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // (3.6 G/s in a register-only loop): nearly every multiply-add also loads P or a factor, and the
 // elimination and solve chains are serial. The Crout form (unit U) made the whole kernel 2-3%
 // faster than a unit-L LU; gathering P two states at a time inside step 0's factorisation, and
-// claiming groups dynamically instead of the static schedule, gained nothing measurable.
+// claiming groups dynamically instead of the static schedule, gained nothing measurable. At
+// B=1024 a group takes about 10% longer than when its inputs sit in L2 (sources cycled over two
+// groups), and the prefetch of the next group wins back only a few %. Tried against that, none
+// kept: gathering the next group's P tile by tile inside this group's passes, into a second buffer
+// (8-12% slower: the transposes do not fit in the passes' idle slots); prefetching two groups
+// ahead, or with other locality hints; 2 MiB pages for the workspace (all within the noise).
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
 
