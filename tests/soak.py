@@ -34,15 +34,22 @@ def _backends(*names: str) -> list[str]:
     return [b for b in names if _backend.unavailable_reason(b, "cpu") is None]
 
 
-def _check(pairs) -> None:
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max(1, max |want|)."""
+    got, want = got.detach(), want.detach()
+    if not want.numel():
+        return 0.0
+    return float((got - want).abs().max()) / max(1.0, float(want.abs().max()))
+
+
+def _check(pairs, tols: dict[str, float] | None = None) -> None:
     for what, got, want in pairs:
-        got, want = got.detach(), want.detach()
         if not torch.isfinite(want).all():
             continue
-        scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
-        err = float((got - want).abs().max()) / scale if want.numel() else 0.0
-        if not err < TOL:
-            raise AssertionError(f"{what}: relative error {err:.2e}")
+        tol = (tols or {}).get(what, TOL)
+        err = _relative_error(got, want)
+        if not err < tol:
+            raise AssertionError(f"{what}: relative error {err:.2e} (tolerance {tol:.1e})")
 
 
 def case_envs(rng: random.Random) -> str:
@@ -188,7 +195,15 @@ def case_synapse(rng: random.Random) -> str:
     C = rng.choice([None, 1, 2, 3, 7, 64])
     outs_r, grads_r = TS.grads_of(TS.naive, inputs, reset, activation=act)
     outs_f, grads_f = TS.grads_of(TS.fused(backend), inputs, reset, activation=act, checkpoint_every=C)
-    _check(zip(TS.NAMES, (*outs_f, *grads_f), (*outs_r, *grads_r), strict=True))
+    # Some recursions are chaotic (strong decay over long T: 1e-15 in the inputs becomes 1e-6 in
+    # vS after 90 steps), and there no two float64 evaluations can agree to 1e-9. Each output's
+    # tolerance is therefore at least 10x how far the reference itself moves when its inputs move
+    # by 1e-15 (relative); in well-conditioned cases that is far below TOL.
+    nudged = [t * (1 + 1e-15) for t in inputs]
+    outs_n, grads_n = TS.grads_of(TS.naive, nudged, reset, activation=act)
+    moved = [_relative_error(n, r) for n, r in zip((*outs_n, *grads_n), (*outs_r, *grads_r), strict=True)]
+    tols = {name: max(TOL, 10 * m) for name, m in zip(TS.NAMES, moved, strict=True)}
+    _check(zip(TS.NAMES, (*outs_f, *grads_f), (*outs_r, *grads_r), strict=True), tols)
     return f"{backend} B={B} T={Tn} N={N} S={S} act={act} decay={decay} C={C}"
 
 
