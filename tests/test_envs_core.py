@@ -165,6 +165,12 @@ def test_tasks_are_drawn_from_the_range_and_set_tasks_checks_ids():
         env.set_tasks(-1)
     with pytest.raises(TypeError):
         env.set_tasks(1.5)
+    with pytest.raises(TypeError, match="tasks must be an int or an integer tensor, got NoneType"):
+        env.set_tasks(None)
+    with pytest.raises(ValueError, match="tasks is a meta tensor"):
+        env.set_tasks(torch.zeros(64, dtype=torch.int64, device="meta"))
+    with pytest.raises(ValueError, match="mask is a meta tensor"):
+        env.reset(torch.ones(64, dtype=torch.bool, device="meta"))
     with pytest.raises(ValueError, match="task_range"):
         GridNavi(2, task_range=(0, 10**6))
 

@@ -428,6 +428,10 @@ def test_bad_inputs():
         est.taypo(logp, data["mu"], data["r"], data["v"], GAMMA, 0)
     with pytest.raises(ValueError, match="post_update_returns"):
         est.e_maml_term(logp, torch.ones(4))
+    with pytest.raises(ValueError, match=r"post_update_returns: expected shape \[B, T\] of logp"):
+        est.e_maml_term(logp, torch.ones(1, 3, dtype=logp.dtype))
+    with pytest.raises(TypeError, match="post_update_returns: expected a real tensor"):
+        est.e_maml_term(logp, torch.ones(3, dtype=torch.complex128))
     with pytest.raises(ValueError, match="kind"):
         torch.ops.metakern.estimator_value("nope", logp, data["r"], None, None, None, GAMMA, 1.0, 30.0)
     with pytest.raises(ValueError, match="needs values"):

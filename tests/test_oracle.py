@@ -129,6 +129,8 @@ def test_bad_inputs_raise_clear_errors(small):
         O.evaluate(mdp, theta.float())
     with pytest.raises(ValueError, match="v: expected shape"):
         O.hvp(mdp, theta, theta[:, :2])
+    with pytest.raises(ValueError, match="v: expected a tensor on cpu"):
+        O.hvp(mdp, theta, theta.to("meta"))
     with pytest.raises(ValueError, match="steps: expected a non-negative int"):
         O.maml_meta_gradient(mdp, theta, 0.1, -1)
     with pytest.raises(TypeError, match="mdp: expected a TabularMDP"):

@@ -193,6 +193,7 @@ def hvp(mdp: TabularMDP, theta: torch.Tensor, v: torch.Tensor, ev: Evaluation | 
     B, S, A = ev.pi.shape
     if v.dim() != 4 or v.shape[0] != B or tuple(v.shape[2:]) != (S, A):
         raise ValueError(f"v: expected shape [B, S, A] = {(B, S, A)} or [B, K, S, A], got {tuple(v.shape)}")
+    _validate.same_device("v", v, "theta", ev.pi)
     gamma = mdp.gamma
     pi, Q, adv, d = ev.pi[:, None], ev.Q[:, None], ev.advantages[:, None], ev.visitation[:, None]
     dpi = pi * (v - (pi * v).sum(-1, keepdim=True))  # [B, K, S, A]

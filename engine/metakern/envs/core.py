@@ -414,6 +414,8 @@ class BatchedEnv:
             )
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must have dtype bool, got {mask.dtype}")
+        if mask.device.type == "meta":
+            raise ValueError("mask is a meta tensor (it holds no values): pass a bool tensor with data")
         if tuple(mask.shape) != (self.num_envs,):
             raise ValueError(f"mask must have shape ({self.num_envs},), got {tuple(mask.shape)}")
         return mask.to(self.device).contiguous().view(torch.uint8)
@@ -459,6 +461,10 @@ class BatchedEnv:
         in them. ``tasks``: an int, or an int tensor of shape (B,) (or (mask.sum(),) with ``mask``).
         Returns the observation of every environment."""
         m = self._check_mask(mask)
+        if tasks is None or isinstance(tasks, (str, bytes)):
+            raise TypeError(f"tasks must be an int or an integer tensor, got {type(tasks).__name__}")
+        if isinstance(tasks, torch.Tensor) and tasks.device.type == "meta":
+            raise ValueError("tasks is a meta tensor (it holds no values): pass task ids with data")
         idx = torch.as_tensor(tasks, device=self.device)
         if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.is_complex():
             raise TypeError(f"tasks must be integers, got dtype {idx.dtype}")

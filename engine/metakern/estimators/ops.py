@@ -377,10 +377,15 @@ def e_maml_term(logp, post_update_returns, *, dones=None, reduction="mean"):
     R = post_update_returns
     if not isinstance(R, torch.Tensor):
         R = torch.tensor(_validate.real("post_update_returns", R), dtype=logp.dtype, device=logp.device)
+    elif R.is_complex() or R.dtype == torch.bool:
+        raise TypeError(f"post_update_returns: expected a real tensor, got {R.dtype}")
+    _validate.same_device("post_update_returns", R, "logp", logp)
     if R.ndim == 1:
         _validate.shape("post_update_returns", R, (logp.shape[0],), "[B] of logp")
         R = R[:, None]
-    elif R.ndim not in (0, 2):
+    elif R.ndim == 2:
+        _validate.shape("post_update_returns", R, tuple(logp.shape), "[B, T] of logp")
+    elif R.ndim != 0:
         raise ValueError(f"post_update_returns: expected a number, [B] or [B, T], got shape {tuple(R.shape)}")
     R = R.detach().to(logp.dtype).expand(logp.shape).contiguous()
     return _objective("maml", logp, "post_update_returns", R, 1.0, dones=dones, reduction=reduction)
