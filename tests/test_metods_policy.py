@@ -394,6 +394,8 @@ def test_bad_step_inputs():
         (lambda: p(o, a[:-1], r, W), ValueError, "prev_action: expected shape"),
         (lambda: p(o, torch.full((B,), A), r, W), ValueError, r"prev_action: expected indices in \[-1, 3\)"),
         (lambda: p(o, torch.full((B,), -2), r, W), ValueError, "prev_action"),
+        (lambda: p(o, a.to("meta"), r, W), ValueError, "prev_action: expected a tensor on cpu"),
+        (lambda: p(o, a, r.to("meta"), W), ValueError, "prev_reward: expected a tensor on cpu"),
         (lambda: p(o, a, r[:, None], W), ValueError, "prev_reward: expected shape"),
         (lambda: p(o, a, r, W[:, :-1]), ValueError, "state: expected shape"),
         (lambda: p(o, a, r, W.double()), TypeError, "state: expected dtype torch.float32"),

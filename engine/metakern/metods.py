@@ -272,10 +272,17 @@ class MetODSPolicy(nn.Module):
         dev = self.embed.weight.device
         dt = self.embed.weight.dtype
         obs = _tensor("obs", obs, (*lead, self.obs_dim), f"{axes[:-1]}, obs_dim]")
+        action_shape, action_axes = (
+            (lead, axes) if self.discrete else ((*lead, self.action_dim), f"{axes[:-1]}, action_dim]")
+        )
+        prev_action = _tensor("prev_action", prev_action, action_shape, action_axes)
+        prev_reward = _tensor("prev_reward", prev_reward, lead, axes)
+        for name, t in (("obs", obs), ("prev_action", prev_action), ("prev_reward", prev_reward)):
+            if t.device != dev:
+                raise ValueError(f"{name}: expected a tensor on {dev} (the module's device), got {t.device}")
         if not obs.dtype.is_floating_point:
             raise TypeError(f"obs: expected a floating tensor, got {obs.dtype}; convert it (e.g. obs.float()) first")
         if self.discrete:
-            prev_action = _tensor("prev_action", prev_action, lead, axes)
             if prev_action.dtype.is_floating_point or prev_action.dtype == torch.bool:
                 raise TypeError(
                     f"prev_action: expected an integer tensor of action indices (-1 for none), got {prev_action.dtype}"
@@ -287,16 +294,8 @@ class MetODSPolicy(nn.Module):
                         f"prev_action: expected indices in [-1, {self.num_actions}) (-1: no previous action), "
                         f"got values in [{lo}, {hi}]"
                     )
-        else:
-            prev_action = _tensor("prev_action", prev_action, (*lead, self.action_dim), f"{axes[:-1]}, action_dim]")
-            if not prev_action.dtype.is_floating_point:
-                raise TypeError(
-                    f"prev_action: expected a floating tensor of continuous actions, got {prev_action.dtype}"
-                )
-        prev_reward = _tensor("prev_reward", prev_reward, lead, axes)
-        for name, t in (("obs", obs), ("prev_action", prev_action), ("prev_reward", prev_reward)):
-            if t.device != dev:
-                raise ValueError(f"{name}: expected a tensor on {dev} (the module's device), got {t.device}")
+        elif not prev_action.dtype.is_floating_point:
+            raise TypeError(f"prev_action: expected a floating tensor of continuous actions, got {prev_action.dtype}")
         if self.discrete:
             action_in = (prev_action.unsqueeze(-1) == torch.arange(self.num_actions, device=dev)).to(dt)
         else:
