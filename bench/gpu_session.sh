@@ -12,7 +12,7 @@
 #   gpu-envs.json             metakern bench --device cuda --only envs/  (issue 4: Krazy World at 2^20 envs)
 #   gpu-synapse.json          python -m metakern.bench.synapse --device cuda (issue 5: B=256, N=64, S=2,
 #                             T=500 vs the naive loop, achieved FLOP/s against a measured matmul peak)
-#   gpu-kernels.json          metakern bench --device cuda for the scan, estimator and policy families
+#   gpu-kernels.json          metakern bench --device cuda for the scan, estimator, policy and oracle families
 #   summary.txt               the tables of the three bench runs (the call's reply shows its tail)
 #   sanitize-*.log            (sanitize) tests/gpu_sanitize.py under compute-sanitizer's memcheck,
 #                             initcheck and racecheck (SANITIZE_TOOLS), each kernel once at odd sizes
@@ -90,7 +90,7 @@ if [ "$phase" = all ] || [ "$phase" = check ]; then
 fi
 
 if [ "$phase" = all ] || [ "$phase" = bench ]; then
-    step bench-kernels bash -c "'$PY' -m metakern.cli bench $QUICK --device $DEVICE --only scan/ --only estimators/ --only policy/ --json '$OUT/gpu-kernels.json' -q >>'$OUT/summary.txt' 2>&1"
+    step bench-kernels bash -c "'$PY' -m metakern.cli bench $QUICK --device $DEVICE --only scan/ --only estimators/ --only policy/ --only oracle/ --json '$OUT/gpu-kernels.json' -q >>'$OUT/summary.txt' 2>&1"
 fi
 
 if [ "$phase" = sanitize ]; then # its own call: the sanitizers slow every kernel down many times
