@@ -181,7 +181,7 @@ def test_train_smoke_writes_a_run_folder(tmp_path, module, env, extra):
     cfg = module.CONFIG(**{**tiny().__dict__, "env": env, **extra})
     summary = module.train(cfg, tmp_path / "run", progress=False)
     assert summary["iteration"] == cfg.iterations
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
     assert [int(r["iteration"]) for r in rows] == list(range(cfg.iterations))
     assert math.isfinite(float(rows[-1]["eval_post_return"]))
     assert (tmp_path / "run" / "checkpoint.pt").exists()
@@ -202,12 +202,14 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         maml.train(cfg, tmp_path / "b", progress=False)
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["iteration"] == 2
-    assert len(list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))) == 3  # row 2 is past the checkpoint
+    assert (
+        len(list(csv.DictReader((tmp_path / "b" / "metrics.csv").read_text().splitlines()))) == 3
+    )  # row 2 is past the checkpoint
     monkeypatch.setattr(maml.MAML, "step", step)
     maml.train(cfg, tmp_path / "b", resume=True, progress=False)
     a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=False) for d in "ab")
     torch.testing.assert_close(a["theta"], b["theta"], rtol=0, atol=0)
-    rows = [list(csv.DictReader(open(tmp_path / d / "metrics.csv"))) for d in "ab"]
+    rows = [list(csv.DictReader((tmp_path / d / "metrics.csv").read_text().splitlines())) for d in "ab"]
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(rows[0]) == strip(rows[1])
 
@@ -235,7 +237,7 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert "other settings (inner_lr)" in capsys.readouterr().err
     assert cli_main([*args, "--resume", "--iterations", "3"]) == 0  # a larger --iterations extends the run
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["iteration"] == 3 and len(list(csv.DictReader(open(out / "metrics.csv")))) == 3
+    assert summary["iteration"] == 3 and len(list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))) == 3
     assert json.loads((out / "config.json").read_text())["iterations"] == 3
     assert cli_main([*args, "--resume", "--iterations", "1"]) == 2  # fewer than already done
 

@@ -197,7 +197,7 @@ def test_train_smoke_writes_a_run_folder(tmp_path, module, env, extra):
     cfg = tiny(module, env=env, **extra)
     summary = module.train(cfg, tmp_path / "run", progress=False)
     assert summary["iteration"] == cfg.iterations and summary["env_steps"] == 3 * 6 * 12
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
     assert len(rows) == cfg.iterations
     for col in recurrent.eval_columns(cfg):
         assert math.isfinite(float(rows[0][col])) and math.isfinite(float(rows[-1][col]))
@@ -226,7 +226,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=False) for d in "ab")
     for k in a["policy"]:
         torch.testing.assert_close(a["policy"][k], b["policy"][k], rtol=0, atol=0)
-    rows = [list(csv.DictReader(open(tmp_path / d / "metrics.csv"))) for d in "ab"]
+    rows = [list(csv.DictReader((tmp_path / d / "metrics.csv").read_text().splitlines())) for d in "ab"]
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "env_steps_per_s")} for r in rs]  # noqa: E731
     assert strip(rows[0]) == strip(rows[1])
 
