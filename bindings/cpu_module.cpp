@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
+#include "common/cpu_features.h"
 #include "env_registry.h"
 #include "estimators/estimator_ops.h"
 #include "estimators/tabular_estimators.h"
@@ -456,7 +457,7 @@ PYBIND11_MODULE(_C, m) {
       },
       "the VJP of one GRU gate step: dgi, dgh and dh * z");
 
-  m.def("simd_isa", []() { return std::string(linear_scan_cpu_isa()); });
+  m.def("simd_isa", []() { return std::string(isa_name(isa_level())); });
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
   m.def("openmp_version", []() { return static_cast<int>(_OPENMP); });
   m.def("compiler", []() {

@@ -1,8 +1,8 @@
 // CPU kernel of the magic-box estimator ops (see estimator_ops.h): blocks of 8 trajectory rows advance
 // through time in lock-step, one row per SIMD lane on AVX-512, blocks split across OpenMP
 // threads; three O(T) passes at most, each a loop with the estimator fixed at compile time; an
-// L1/L2-sized scratch per thread. An AVX-512 build and a portable one; METAKERN_DISABLE_AVX512=1
-// forces the portable one.
+// L1/L2-sized scratch per thread. An AVX-512 build and a portable one; METAKERN_MAX_ISA=avx2 (or sse2)
+// forces the portable one (common/cpu_features.h).
 #include "estimators/estimator_ops.h"
 
 #include <omp.h>

@@ -19,6 +19,7 @@
 
 #include "oracle/tabular_oracle.h"
 
+#include "common/cpu_features.h"
 #include "common/simd_transpose.h"
 
 namespace metakern {
@@ -927,9 +928,8 @@ using GroupFn = void (*)(Workspace&, const double*, const double*, const double*
                          int64_t, double*, double*, double*, int64_t);
 
 GroupFn pick_group_kernel() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return group_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return group_avx2;
+  if (have_avx512()) return group_avx512;
+  if (have_avx2()) return group_avx2;
   return group_sse2;
 }
 
@@ -938,9 +938,7 @@ using FixedFn = void (*)(const double*, const double*, const double*, const doub
 
 // The fixed-size kernel for (S, A), or nullptr: more sizes can be added to the list.
 FixedFn pick_fixed_kernel(int64_t S, int64_t A) {
-  __builtin_cpu_init();
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-  if (!avx512) return nullptr;
+  if (!have_avx512()) return nullptr;
   if (S == 20 && A == 5) return fixed_kernel<20, 5>;  // the gradient-bias study's MDPs
   return nullptr;
 }

@@ -1,16 +1,15 @@
 // CPU kernels of the GRU gate step (math and cost: gru_gates.h). The row loops are compiled for
-// AVX-512, AVX2+FMA and baseline x86-64 (target_clones, picked at load time) with the vectorizable
+// AVX-512, AVX2+FMA and baseline x86-64 (picked on first use: common/cpu_features.h) with the vectorizable
 // tanh of common/fast_math.h; OpenMP splits the rows from 32k elements on.
 #include "policy/gru_gates.h"
 
 #include <omp.h>
 
+#include "common/cpu_features.h"
 #include "common/fast_math.h"
 
 namespace metakern {
 namespace {
-
-#define MK_GRU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
 
 template <typename T>
 inline __attribute__((always_inline)) void forward_rows(const T* gi, int64_t gi_stride, const T* gh, const T* hp,
@@ -75,15 +74,28 @@ inline __attribute__((always_inline)) void backward_rows(const T* dh_carry, cons
   }
 }
 
-#define MK_GRU_ROW_FUNCTIONS(R, SUFFIX)                                                                        \
-  MK_GRU_CLONES void forward_##SUFFIX(const R* gi, int64_t gi_stride, const R* gh, const R* hp, R* gates, R* ghn,   \
-                                      R* h, int64_t b0, int64_t b1, int64_t H) {                                    \
-    forward_rows<R>(gi, gi_stride, gh, hp, gates, ghn, h, b0, b1, H);                                               \
-  }                                                                                                                 \
-  MK_GRU_CLONES void backward_##SUFFIX(const R* dc, const R* d_out, int64_t d_out_stride, const R* gates,           \
-                                       const R* ghn, const R* hp, R* dgi, R* dgh, R* dh_z, int64_t b0, int64_t b1,  \
-                                       int64_t H) {                                                                 \
-    backward_rows<R>(dc, d_out, d_out_stride, gates, ghn, hp, dgi, dgh, dh_z, b0, b1, H);                           \
+#define MK_GRU_ROW_VARIANT(R, SUFFIX, ATTR)                                                                         \
+  ATTR void forward_##SUFFIX(const R* gi, int64_t gi_stride, const R* gh, const R* hp, R* gates, R* ghn, R* h,       \
+                             int64_t b0, int64_t b1, int64_t H) {                                                    \
+    forward_rows<R>(gi, gi_stride, gh, hp, gates, ghn, h, b0, b1, H);                                                \
+  }                                                                                                                  \
+  ATTR void backward_##SUFFIX(const R* dc, const R* d_out, int64_t d_out_stride, const R* gates, const R* ghn,       \
+                              const R* hp, R* dgi, R* dgh, R* dh_z, int64_t b0, int64_t b1, int64_t H) {             \
+    backward_rows<R>(dc, d_out, d_out_stride, gates, ghn, hp, dgi, dgh, dh_z, b0, b1, H);                            \
+  }
+#define MK_GRU_ROW_FUNCTIONS(R, SUFFIX)                                                                              \
+  MK_GRU_ROW_VARIANT(R, SUFFIX##_v4, METAKERN_ISA_V4)                                                                \
+  MK_GRU_ROW_VARIANT(R, SUFFIX##_v3, METAKERN_ISA_V3)                                                                \
+  MK_GRU_ROW_VARIANT(R, SUFFIX##_v1, METAKERN_ISA_V1)                                                                \
+  void forward_##SUFFIX(const R* gi, int64_t gi_stride, const R* gh, const R* hp, R* gates, R* ghn, R* h, int64_t b0, \
+                        int64_t b1, int64_t H) {                                                                     \
+    static const auto fn = METAKERN_ISA_PICK(forward_##SUFFIX);                                                      \
+    fn(gi, gi_stride, gh, hp, gates, ghn, h, b0, b1, H);                                                             \
+  }                                                                                                                  \
+  void backward_##SUFFIX(const R* dc, const R* d_out, int64_t d_out_stride, const R* gates, const R* ghn,            \
+                         const R* hp, R* dgi, R* dgh, R* dh_z, int64_t b0, int64_t b1, int64_t H) {                  \
+    static const auto fn = METAKERN_ISA_PICK(backward_##SUFFIX);                                                     \
+    fn(dc, d_out, d_out_stride, gates, ghn, hp, dgi, dgh, dh_z, b0, b1, H);                                          \
   }
 MK_GRU_ROW_FUNCTIONS(float, f32)
 MK_GRU_ROW_FUNCTIONS(double, f64)

@@ -13,6 +13,8 @@
 // forward, 27 backward (grad W), 37 double backward.
 #include "policy/policy_log_prob.h"
 
+#include "common/cpu_features.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -574,19 +576,14 @@ template <typename S> struct LinearKernels {
   UnitFn<S> unit[3];
 };
 
-bool has_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
-}
 
 template <typename S> const LinearKernels<S>& linear_kernels();
 template <> const LinearKernels<double>& linear_kernels<double>() {
   static const LinearKernels<double> k = [] {
-    __builtin_cpu_init();
-    if (has_avx512()) {
+    if (have_avx512()) {
       return LinearKernels<double>{{fwd_f64_avx512, bwd_f64_avx512, dbwd_f64_avx512}};
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (have_avx2()) {
       return LinearKernels<double>{{fwd_f64_avx2, bwd_f64_avx2, dbwd_f64_avx2}};
     }
     return LinearKernels<double>{{fwd_f64_sse2, bwd_f64_sse2, dbwd_f64_sse2}};
@@ -595,11 +592,10 @@ template <> const LinearKernels<double>& linear_kernels<double>() {
 }
 template <> const LinearKernels<float>& linear_kernels<float>() {
   static const LinearKernels<float> k = [] {
-    __builtin_cpu_init();
-    if (has_avx512()) {
+    if (have_avx512()) {
       return LinearKernels<float>{{fwd_f32_avx512, bwd_f32_avx512, dbwd_f32_avx512}};
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (have_avx2()) {
       return LinearKernels<float>{{fwd_f32_avx2, bwd_f32_avx2, dbwd_f32_avx2}};
     }
     return LinearKernels<float>{{fwd_f32_sse2, bwd_f32_sse2, dbwd_f32_sse2}};

@@ -18,9 +18,6 @@ namespace metakern {
 // vectorised across b, which is how RL rollout buffers ([num_steps, num_envs]) are laid out.
 //
 // CPU (OpenMP over rows, SIMD along time). num_threads <= 0 means "OpenMP's default".
-// Instruction set the CPU kernel dispatched to on this machine ("avx512", "avx2" or "sse2").
-const char* linear_scan_cpu_isa();
-
 void linear_scan_cpu(DType dtype, const void* x, const void* a, const void* carry, void* y,
                      int64_t B, int64_t T, bool reverse, bool time_major, int num_threads);
 

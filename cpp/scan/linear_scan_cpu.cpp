@@ -23,6 +23,8 @@
 
 #include "scan/linear_scan.h"
 
+#include "common/cpu_features.h"
+
 namespace metakern {
 namespace {
 
@@ -194,18 +196,16 @@ struct Kernels {
   ColFn64 col_f64;
   GaeColFn<float> gae_col_f32;
   GaeColFn<double> gae_col_f64;
-  const char* isa;
 };
 
 Kernels pick_kernels() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
-    return {row_f32_avx512, row_f64_avx512, col_f32_avx512, col_f64_avx512, gae_f32_avx512, gae_f64_avx512, "avx512"};
+  if (have_avx512()) {
+    return {row_f32_avx512, row_f64_avx512, col_f32_avx512, col_f64_avx512, gae_f32_avx512, gae_f64_avx512};
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return {row_f32_avx2, row_f64_avx2, col_f32_avx2, col_f64_avx2, gae_f32_avx2, gae_f64_avx2, "avx2"};
+  if (have_avx2()) {
+    return {row_f32_avx2, row_f64_avx2, col_f32_avx2, col_f64_avx2, gae_f32_avx2, gae_f64_avx2};
   }
-  return {row_f32_sse2, row_f64_sse2, col_f32_sse2, col_f64_sse2, gae_f32_sse2, gae_f64_sse2, "sse2"};
+  return {row_f32_sse2, row_f64_sse2, col_f32_sse2, col_f64_sse2, gae_f32_sse2, gae_f64_sse2};
 }
 
 const Kernels& kernels() {
@@ -445,8 +445,6 @@ void linear_scan_backward_cpu(DType dtype, const void* gy, const void* a, const 
       throw std::invalid_argument("linear_scan_backward_cpu: float32 and float64 only");
   }
 }
-
-const char* linear_scan_cpu_isa() { return kernels().isa; }
 
 void linear_scan_cpu(DType dtype, const void* x, const void* a, const void* carry, void* y,
                      int64_t B, int64_t T, bool reverse, bool time_major, int num_threads) {

@@ -3,10 +3,11 @@
 // One sequence is one unit of work: OpenMP spreads sequences (forward) or fixed groups of sequences
 // (backward) over threads. Every N x N pass walks rows with the inner loop along a row, written as
 // plain loops the compiler vectorizes; the per-sequence functions are compiled for AVX-512, AVX2+FMA
-// and baseline x86-64 (target_clones) and picked at load time, so last bits may differ between
+// and baseline x86-64 and picked on first use (common/cpu_features.h), so last bits may differ between
 // machines of different ISA, never between runs or thread counts.
 #include "synapse/metods.h"
 
+#include "common/cpu_features.h"
 #include "common/fast_math.h"
 
 #include <omp.h>
@@ -604,9 +605,9 @@ MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, con
   }
 }
 
-// The per-sequence work, compiled once per ISA (see the file comment) and per common S.
-#define MK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
-
+// The per-sequence work, compiled once per ISA (see the file comment) and per common S; the call
+// takes the variant of isa_level() (common/cpu_features.h: the CPU's, or the one METAKERN_MAX_ISA caps
+// it to, so that the tests reach every variant on one machine).
 #define MK_SWITCH_S(S, CALL) \
   switch (S) {               \
     case 1: CALL(1); break;  \
@@ -616,23 +617,29 @@ MK_ALWAYS_INLINE void backward_sequence(const BackwardCall<R>& k, int64_t b, con
     default: CALL(0); break; \
   }
 
-#define MK_SEQUENCE_FUNCTIONS(R, SUFFIX)                                                                            \
-  MK_CLONES void forward_sequence_##SUFFIX(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, \
-                                           R* Pv, R* tmp, R* X) {                                                   \
-    using Real = R;                                                                                                 \
-    MK_SWITCH_S(c.a.S, MK_FWD_CALL)                                                                                 \
-  }                                                                                                                 \
-  MK_CLONES void backward_sequence_##SUFFIX(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g,       \
-                                            R* scratch) {                                                           \
-    using Real = R;                                                                                                 \
-    MK_SWITCH_S(k.c.a.S, MK_BWD_CALL)                                                                               \
-  }                                                                                                                 \
-  void forward_sequence_any(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, R* Pv,          \
-                            R* tmp, R* X) {                                                                         \
-    forward_sequence_##SUFFIX(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp, X);                                           \
-  }                                                                                                                 \
-  void backward_sequence_any(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g, R* scratch) {        \
-    backward_sequence_##SUFFIX(k, b, G, dW0g, scratch);                                                             \
+#define MK_SEQUENCE_VARIANT(R, SUFFIX, ATTR)                                                                    \
+  ATTR void forward_sequence_##SUFFIX(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, \
+                                      R* Pv, R* tmp, R* X) {                                                   \
+    using Real = R;                                                                                            \
+    MK_SWITCH_S(c.a.S, MK_FWD_CALL)                                                                            \
+  }                                                                                                            \
+  ATTR void backward_sequence_##SUFFIX(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g,       \
+                                       R* scratch) {                                                           \
+    using Real = R;                                                                                            \
+    MK_SWITCH_S(k.c.a.S, MK_BWD_CALL)                                                                          \
+  }
+#define MK_SEQUENCE_FUNCTIONS(R, SUFFIX)                                                                          \
+  MK_SEQUENCE_VARIANT(R, SUFFIX##_v4, METAKERN_ISA_V4)                                                            \
+  MK_SEQUENCE_VARIANT(R, SUFFIX##_v3, METAKERN_ISA_V3)                                                            \
+  MK_SEQUENCE_VARIANT(R, SUFFIX##_v1, METAKERN_ISA_V1)                                                            \
+  void forward_sequence_any(const Call<R>& c, int64_t b, R* vS, R* WT, R* vs, R* ps, R* ckpt, R* V, R* Pv,        \
+                            R* tmp, R* X) {                                                                       \
+    static const auto fn = METAKERN_ISA_PICK(forward_sequence_##SUFFIX);                                          \
+    fn(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp, X);                                                                \
+  }                                                                                                               \
+  void backward_sequence_any(const BackwardCall<R>& k, int64_t b, const Grads<R>& G, R* dW0g, R* scratch) {      \
+    static const auto fn = METAKERN_ISA_PICK(backward_sequence_##SUFFIX);                                         \
+    fn(k, b, G, dW0g, scratch);                                                                                   \
   }
 #define MK_FWD_CALL(KS) forward_sequence<Real, KS>(c, b, vS, WT, vs, ps, ckpt, V, Pv, tmp, X)
 #define MK_BWD_CALL(KS) backward_sequence<Real, KS>(k, b, G, dW0g, scratch)
@@ -641,6 +648,7 @@ MK_SEQUENCE_FUNCTIONS(double, f64)
 #undef MK_FWD_CALL
 #undef MK_BWD_CALL
 #undef MK_SEQUENCE_FUNCTIONS
+#undef MK_SEQUENCE_VARIANT
 #undef MK_SWITCH_S
 
 // Threads for a call: one below ~2^18 multiply-adds (a thread team's start and barrier cost more than
