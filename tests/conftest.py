@@ -122,19 +122,22 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
-def with_and_without_avx512(script: str, timeout: float = 120) -> dict[str, tuple[str, object]]:
-    """Run a Python script twice in fresh processes, with METAKERN_DISABLE_AVX512=0 and =1 (read
-    once per process): {flag: (stdout, what the script torch.save'd to sys.argv[1])}."""
+def at_isa_levels(script: str, levels: tuple[str, ...], timeout: float = 300) -> dict[str, tuple[str, object]]:
+    """Run a Python script once per instruction-set level, each in a fresh process with
+    METAKERN_MAX_ISA=level (read once per process; common/cpu_features.h):
+    {level: (stdout, what the script torch.save'd to sys.argv[1])}. A level above the CPU's runs
+    the CPU's own."""
     import subprocess
     import sys
 
     results = {}
-    for flag in ("0", "1"):
-        path = f"{os.environ.get('TMPDIR', '/tmp')}/metakern-avx512-{os.getpid()}-{flag}.pt"
-        env = dict(os.environ, METAKERN_DISABLE_AVX512=flag)
-        cmd = [sys.executable, "-c", script, path]
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    for level in levels:
+        path = f"{os.environ.get('TMPDIR', '/tmp')}/metakern-isa-{os.getpid()}-{level}.pt"
+        env = dict(os.environ, METAKERN_MAX_ISA=level)
+        env.pop("METAKERN_DISABLE_AVX512", None)
+        run = subprocess.run([sys.executable, "-c", script, path], env=env, capture_output=True, text=True,
+                             timeout=timeout)  # fmt: skip
         assert run.returncode == 0, run.stderr
-        results[flag] = (run.stdout, torch.load(path))
+        results[level] = (run.stdout, torch.load(path))
         os.remove(path)
     return results

@@ -9,7 +9,7 @@ import math
 import metakern
 import pytest
 import torch
-from conftest import backend_param, with_and_without_avx512
+from conftest import at_isa_levels, backend_param
 from metakern import estimators as est
 from metakern.estimators import reference as ref
 
@@ -316,7 +316,7 @@ def test_off_policy_weights_do_not_overflow_fp32():
 
 def test_avx512_and_portable_kernels_agree():
     """The C++ kernel's AVX-512 path (8 rows per vector) and its portable scalar path
-    (METAKERN_DISABLE_AVX512=1, read once per process) give the same value, gradient and HVP for
+    (METAKERN_MAX_ISA=avx2, read once per process) give the same value, gradient and HVP for
     every kind, with done masks, in float64 and float32, at sizes with partial blocks and tiles."""
     script = (
         "import torch, sys\n"
@@ -336,9 +336,9 @@ def test_avx512_and_portable_kernels_agree():
         "                out.append(torch.cat([r[0], r[1].reshape(-1), r[2].reshape(-1)]).double())\n"
         "torch.save(out, sys.argv[1])\n"
     )
-    results = {flag: out for flag, (_, out) in with_and_without_avx512(script).items()}
-    half = len(results["0"]) // 2  # float64 cases first, then float32
-    for i, (x, y) in enumerate(zip(results["0"], results["1"], strict=True)):
+    results = {level: out for level, (_, out) in at_isa_levels(script, ("avx512", "avx2")).items()}
+    half = len(results["avx512"]) // 2  # float64 cases first, then float32
+    for i, (x, y) in enumerate(zip(results["avx512"], results["avx2"], strict=True)):
         tol = 1e-12 if i < half else 2e-5
         torch.testing.assert_close(x, y, rtol=tol, atol=tol, msg=lambda m, i=i: f"case {i}: {m}")
 

@@ -4,7 +4,7 @@
 import metakern
 import pytest
 import torch
-from conftest import backend_param, with_and_without_avx512
+from conftest import at_isa_levels, backend_param
 from metakern.estimators import reference as est
 from metakern.estimators.tabular import tabular_derivatives
 
@@ -99,8 +99,8 @@ def test_cpp_kernel_is_deterministic(name, lam):
 
 
 def test_portable_path_matches_the_avx512_one():
-    """METAKERN_DISABLE_AVX512=1 (read once per process) forces the portable forward pass of the
-    DiCE kernel; it must give the same numbers as the default path, out-of-range checks included."""
+    """METAKERN_MAX_ISA=avx2 (read once per process) forces the portable forward pass of the DiCE
+    kernel; it must give the same numbers as the AVX-512 path, out-of-range checks included."""
     script = (
         "import torch, sys\n"
         "from metakern.estimators.tabular import tabular_derivatives\n"
@@ -116,8 +116,8 @@ def test_portable_path_matches_the_avx512_one():
         "torch.save(out, sys.argv[1])\n"
     )
     results = {}
-    for flag, (stdout, out) in with_and_without_avx512(script).items():
+    for level, (stdout, out) in at_isa_levels(script, ("avx512", "avx2")).items():
         assert "states: expected indices in [0, 6), got 6 at [3, 30]" in stdout
-        results[flag] = out
-    for x, y in zip(results["0"], results["1"], strict=True):
+        results[level] = out
+    for x, y in zip(results["avx512"], results["avx2"], strict=True):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-13)

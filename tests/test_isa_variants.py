@@ -6,12 +6,9 @@ reached too, and compared with the widest one the machine has."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from conftest import at_isa_levels
 from metakern import _backend
 
 SCRIPT = r"""
@@ -97,29 +94,18 @@ torch.save(out, sys.argv[1])
 """
 
 
-def _run(level: str, tmp_path) -> dict:
-    path = tmp_path / f"{level}.pt"
-    env = dict(os.environ, METAKERN_MAX_ISA=level)
-    env.pop("METAKERN_DISABLE_AVX512", None)
-    run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(path)], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr
-    return torch.load(path)
-
-
 def _cpu_level() -> str:
-    """The widest level this CPU has (what an uncapped process picks)."""
+    """The level this process runs at: the CPU's widest unless METAKERN_MAX_ISA caps it."""
     return _backend.cpp_module().simd_isa()
 
 
 @pytest.mark.skipif(_backend.cpp_module() is None, reason="metakern's C++ module is not built")
-def test_every_isa_variant_gives_the_same_numbers(tmp_path):
+def test_every_isa_variant_gives_the_same_numbers():
     levels = ["sse2", "avx2", "avx512"]
     levels = levels[: levels.index(_cpu_level()) + 1]
     if len(levels) == 1:
         pytest.skip("this CPU has only the baseline instruction set: one variant to run")
-    results = {level: _run(level, tmp_path) for level in levels}
+    results = {level: out for level, (_, out) in at_isa_levels(SCRIPT, tuple(levels)).items()}
     widest = results[levels[-1]]
     for level in levels:
         assert results[level]["isa"] == level  # the cap took effect
@@ -138,3 +124,30 @@ def test_every_isa_variant_gives_the_same_numbers(tmp_path):
                 torch.testing.assert_close(
                     x / scale, y / scale, rtol=0, atol=tol, msg=lambda m, n=name, k=i, lv=level: f"{lv}: {n} #{k}: {m}"
                 )
+
+
+@pytest.mark.skipif(_backend.cpp_module() is None, reason="metakern's C++ module is not built")
+def test_isa_cap_environment_variables():
+    """METAKERN_MAX_ISA caps the level (an unknown value is ignored); METAKERN_DISABLE_AVX512=1 is
+    the same as METAKERN_MAX_ISA=avx2."""
+    import os
+    import subprocess
+    import sys
+
+    def level(**extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in ("METAKERN_MAX_ISA", "METAKERN_DISABLE_AVX512")}
+        code = "import metakern._C as m; print(m.simd_isa())"
+        run = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    order = ["sse2", "avx2", "avx512"]
+    cpu = level()  # uncapped
+    capped_to_avx2 = order[min(1, order.index(cpu))]
+    assert level(METAKERN_MAX_ISA="sse2") == "sse2"
+    assert level(METAKERN_MAX_ISA="avx2") == capped_to_avx2
+    assert level(METAKERN_MAX_ISA="avx512") == cpu
+    assert level(METAKERN_MAX_ISA="avx9000") == cpu
+    assert level(METAKERN_DISABLE_AVX512="1") == capped_to_avx2
+    assert level(METAKERN_DISABLE_AVX512="0") == cpu
