@@ -576,7 +576,6 @@ template <typename S> struct LinearKernels {
   UnitFn<S> unit[3];
 };
 
-
 template <typename S> const LinearKernels<S>& linear_kernels();
 template <> const LinearKernels<double>& linear_kernels<double>() {
   static const LinearKernels<double> k = [] {

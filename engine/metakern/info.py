@@ -58,7 +58,7 @@ def collect() -> dict[str, object]:
         info[f"backend[{device}]"] = backend
     # Op families whose "auto" choice differs from the device default (no kernel for some backend).
     info["estimators, policy"] = "cpu: cpp; cuda: triton (no CUDA-module kernel); reference elsewhere"
-    fast = "AVX-512 fast path for S=20, A=5" if cpp is not None and cpp.simd_isa() == "avx512" else "generic kernel"
+    fast = "AVX-512 fast path for S=20, A=5" if info.get("cpp_simd") == "avx512" else "generic kernel"
     info["oracle"] = f"cpu float64: cpp ({fast}); otherwise torch linear algebra"
     cpu_envs = getattr(_backend.cpp_module(), "env_families", None)
     cuda_envs = getattr(_backend.cuda_module(), "env_families", None)
