@@ -5,6 +5,7 @@ No timing is asserted; the runs use the tiny B=8,T=16 case in quick mode so that
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 
@@ -265,6 +266,65 @@ def test_time_callable_shape_of_result():
     t = harness.time_callable(lambda: None, torch.device("cpu"), harness.QUICK)
     assert t.number >= 1 and harness.QUICK.min_repeats <= t.repeats <= harness.QUICK.max_repeats
     assert 0 < t.min_s <= t.median_s
+
+
+class _ScriptedClock:
+    """Stands in for ``harness._sample``: each callable's sample lasts ``base[fn] * factor`` seconds,
+    where ``factor`` follows a script shared by every callable (the machine's speed drifting from
+    one sample to the next), and the order in which samples were taken is logged."""
+
+    def __init__(self, base, factors):
+        self.base, self.factors, self.log = base, factors, []
+
+    def __call__(self, fn, number, sync):
+        factor = self.factors[min(len(self.log), len(self.factors) - 1)]
+        self.log.append(fn)
+        return self.base[fn] * factor * number
+
+
+def test_time_interleaved_alternates_and_pairs_rounds(monkeypatch):
+    def fast():
+        return None
+
+    def slow():
+        return None
+
+    # A slow call lasts 10x a fast one; the machine slows down 3x halfway through the samples.
+    clock = _ScriptedClock({fast: 0.001, slow: 0.01}, [1.0] * 40 + [3.0] * 200)
+    monkeypatch.setattr(harness, "_sample", clock)
+    settings = harness.Settings(
+        min_sample_s=0.004, max_repeats=30, min_repeats=30, budget_s=0.0, warmup_s=0.0, warmup_calls=1, quick=True
+    )
+    null = contextlib.nullcontext
+    (t_fast, t_slow), (r_fast, r_slow) = harness.time_interleaved(
+        [(fast, null), (slow, null)], torch.device("cpu"), settings
+    )
+    assert t_fast.repeats == t_slow.repeats == len(r_fast) == len(r_slow) == 30
+    assert t_fast.number > t_slow.number == 1  # each calibrated on its own
+    rounds = clock.log[-60:]  # after the calibration samples: one of each per round, order rotated
+    assert all({rounds[2 * r], rounds[2 * r + 1]} == {fast, slow} for r in range(30))
+    assert rounds[0] is not rounds[2]
+    # Paired ratios see through the drift, as the times per round do not: every round but the one
+    # the slow-down fell in (between its two samples) gives the true ratio.
+    assert max(r_fast) == pytest.approx(3 * min(r_fast))
+    ratios = [s / f for s, f in zip(r_slow, r_fast, strict=True)]
+    assert sum(r != pytest.approx(10.0) for r in ratios) <= 1
+    median, low, high = harness.paired_speedup(r_slow, r_fast)
+    assert median == pytest.approx(10.0) and low == pytest.approx(min(ratios)) and high == pytest.approx(max(ratios))
+
+
+def test_interleaved_run_records_paired_speedups(tmp_path):
+    rc, records = _bench(tmp_path, "interleaved.json", "--only", TINY, "--interleave")
+    assert rc == 0
+    rows = {r["backend"]: r for r in records}
+    assert {"reference", "cpp", "copy"} <= set(rows)
+    for name in ("reference", "cpp"):
+        r = rows[name]
+        assert REQUIRED <= set(r)
+        assert r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
+        assert r["repeats"] == rows["reference"]["repeats"]  # the same rounds
+    assert rows["reference"]["speedup"] == rows["reference"]["speedup_min"] == 1.0
+    assert "speedup_min" not in rows["copy"]  # the copy is timed on its own
 
 
 def test_oracle_cases_agree_with_their_torch_func_baselines():

@@ -1,8 +1,8 @@
 // CPU kernel of the exact tabular oracle's K-step MAML meta-gradient (see tabular_oracle.h).
 // Tasks are packed 8 to a SIMD vector (structure of arrays): every arithmetic statement below acts
 // on 8 tasks at once. Groups of 8 tasks are independent and split across OpenMP threads (static
-// schedule); every lane is computed by the same instructions whatever the thread count, so results
-// are bit-for-bit reproducible.
+// ranges with stealing, common/work_claims.h); every lane is computed by the same instructions
+// whatever the thread count or the thread that runs it, so results are bit-for-bit reproducible.
 //   * Fixed sizes (S, A known at compile time; AVX-512): the fast path, below "Fixed sizes".
 //   * Any other size or ISA: the generic kernel (runtime S and A; AVX-512, AVX2 or SSE2).
 #include <omp.h>
@@ -21,6 +21,7 @@
 
 #include "common/cpu_features.h"
 #include "common/simd_transpose.h"
+#include "common/work_claims.h"
 
 namespace metakern {
 namespace {
@@ -397,8 +398,11 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // That is about 2 core cycles per multiply-add against the core's one 512-bit multiply-add per cycle
 // (3.6 G/s in a register-only loop): nearly every multiply-add also loads P or a factor, and the
 // elimination and solve chains are serial. The Crout form (unit U) made the whole kernel 2-3%
-// faster than a unit-L LU; gathering P two states at a time inside step 0's factorisation, and
-// claiming groups dynamically instead of the static schedule, gained nothing measurable. At
+// faster than a unit-L LU; gathering P two states at a time inside step 0's factorisation gained
+// nothing measurable. Groups are shared by static ranges with stealing (work_claims.h): on a quiet
+// machine as fast as schedule(static), and on this shared VM faster (B=1024: median 2.27 vs 2.37 ms
+// over 6 alternating process pairs; 2.85-3.06 vs 3.91-6.19 ms with a process busy half of the time
+// on one of the two cores). At
 // B=1024 a group takes about 10% longer than when its inputs sit in L2 (sources cycled over two
 // groups), and the prefetch of the next group wins back only a few %. Tried against that, none
 // kept: gathering the next group's P tile by tile inside this group's passes, into a second buffer
@@ -791,7 +795,7 @@ struct Fixed {
                             double* objective, double* thetas_out, int64_t first) {
     const int64_t count = std::min<int64_t>(kLanes, B - first);
     Prefetcher pf;
-    if (first + kLanes < B) {  // the next group's inputs (this thread's next group under a static schedule)
+    if (first + kLanes < B) {  // the next group's inputs (this thread's next claim, unless another took it)
       const int64_t next = first + kLanes, n = std::min<int64_t>(kLanes, B - next);
       pf.add(R + next * SA, n * SA * 8, false);
       pf.add(theta0 + next * SA, n * SA * 8, false);
@@ -896,6 +900,7 @@ void fixed_kernel(const double* P, const double* R, const double* init, const do
                   int nt) {
   using F = Fixed<S, A>;
   const int64_t groups = (B + kLanes - 1) / kLanes;
+  WorkClaims claims(groups, nt);
 #pragma omp parallel num_threads(nt)
   {
     const size_t steps_bytes = (K + 1) * sizeof(typename F::Step);
@@ -903,8 +908,8 @@ void fixed_kernel(const double* P, const double* R, const double* init, const do
     auto* w = reinterpret_cast<typename F::Work*>(mem);
     auto* steps = reinterpret_cast<typename F::Step*>(mem + sizeof(typename F::Work));
     auto* th = reinterpret_cast<v8*>(mem + sizeof(typename F::Work) + steps_bytes);
-#pragma omp for schedule(static)
-    for (int64_t gi = 0; gi < groups; ++gi) {
+    const int t = omp_get_thread_num();
+    for (int64_t gi; (gi = claims.claim(t)) >= 0;) {
       F::run(*w, steps, th, P, R, init, theta0, B, gamma, alpha, K, meta_grad, objective, thetas, gi * kLanes);
     }
     _mm_sfence();  // the streamed outputs are complete before the threads join
@@ -957,11 +962,12 @@ void oracle_maml_meta_gradient_cpu(const double* P, const double* R, const doubl
     return;
   }
   static const GroupFn group = pick_group_kernel();
+  WorkClaims claims(groups, nt);
 #pragma omp parallel num_threads(nt)
   {
     Workspace ws(S, A, K, gamma);
-#pragma omp for schedule(static)
-    for (int64_t gi = 0; gi < groups; ++gi) {
+    const int t = omp_get_thread_num();
+    for (int64_t gi; (gi = claims.claim(t)) >= 0;) {
       group(ws, P, R, init, theta0, B, alpha, K, meta_grad, objective, thetas, gi * kLanes);
     }
   }

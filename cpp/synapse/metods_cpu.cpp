@@ -9,6 +9,7 @@
 
 #include "common/cpu_features.h"
 #include "common/fast_math.h"
+#include "common/work_claims.h"
 
 #include <omp.h>
 
@@ -691,15 +692,17 @@ void forward(const MetodsArgs& a, const void* v0, const void* W0, const void* al
   std::vector<R> alphaT;
   const Call<R> c = make_call<R>(a, v0, W0, alpha, kappa, gamma, coef, reset, alphaT);
   const int64_t N = a.N, S = a.S;
-#pragma omp parallel num_threads(team(a, a.B))
+  const int threads = team(a, a.B);
+  WorkClaims claims(a.B, threads);  // static ranges, with stealing from a slowed thread
+#pragma omp parallel num_threads(threads)
   {
     std::vector<R> buf(static_cast<size_t>((4 * S + 2) * N + N * N));
     R* V = buf.data();
     R* Pv = V + (S + 1) * N;
     R* tmp = Pv + S * N;
     R* X = tmp + (2 * S + 1) * N;
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < a.B; ++b) {
+    const int t = omp_get_thread_num();
+    for (int64_t b; (b = claims.claim(t)) >= 0;) {
       forward_sequence_any(c, b, static_cast<R*>(vS), static_cast<R*>(WT), static_cast<R*>(vs),
                            static_cast<R*>(ps), static_cast<R*>(ckpt), V, Pv, tmp, X);
     }

@@ -62,6 +62,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "machine shared with other work)",
     )
     bench.add_argument("--no-memory", action="store_true", help="skip the peak memory measurement")
+    bench.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time each case's implementations in alternating rounds (order rotated) instead of one after "
+        "another; 'vs ref' becomes the median of per-round ratios (JSON: speedup_min/speedup_max): "
+        "steadier on a machine shared with other work, at the cost of every implementation's memory at once",
+    )
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     bench.set_defaults(func=run_bench)
 
@@ -188,6 +195,7 @@ def run_bench(args: argparse.Namespace) -> int:
         meta=run_meta(args),
         log=None if args.quiet else log,
         measure_memory=not args.no_memory,
+        interleave=args.interleave,
     )
     busy = runner.meta.get("cpu_busy_at_start")
     if busy is not None and busy >= 0.25:
@@ -217,6 +225,8 @@ def run_bench(args: argparse.Namespace) -> int:
     print(report.format_table(records))
     print()
     print(report.LEGEND)
+    if args.interleave:
+        print(report.LEGEND_INTERLEAVED)
     for note in runner.notes:
         print(f"note: {note}")
     print(f"{len(records)} measurements in {elapsed:.1f} s")

@@ -22,7 +22,10 @@ Per implementation the harness records (``measure_case``):
   ``bytes_moved / 2`` and write as many) divided by ``median_s``; 1.0 means as fast as moving
   the bytes every implementation must move once. The copy is also a row, backend ``copy``.
 * ``speedup``: the baseline's median divided by this median (the ``reference`` backend unless
-  the case names another ``baseline``).
+  the case names another ``baseline``). With ``Runner(interleave=True)`` (``metakern bench
+  --interleave``) the implementations are timed in alternating rounds instead, and ``speedup`` is
+  the median over rounds of the paired ratio (baseline's time / this one's, same round), with
+  ``speedup_min`` and ``speedup_max``.
 """
 
 from __future__ import annotations
@@ -333,27 +336,46 @@ def _sample(fn: Callable[[], Any], number: int, sync: Callable[[], None]) -> flo
     return time.perf_counter() - start
 
 
-def time_callable(fn: Callable[[], Any], device: torch.device, settings: Settings = FULL) -> Timing:
-    """Median per-call time of ``fn`` (see the module docstring)."""
-    sync = synchronizer(device)
+def _warm_up(fn: Callable[[], Any], sync: Callable[[], None], settings: Settings) -> None:
     deadline = time.perf_counter() + settings.warmup_s
     calls = 0
     while calls < settings.warmup_calls or time.perf_counter() < deadline:
         fn()
         calls += 1
     sync()
-    gc_was_enabled = gc.isenabled()
+
+
+def _calibrate(fn: Callable[[], Any], sync: Callable[[], None], settings: Settings) -> tuple[int, float]:
+    """``number`` (calls per sample) such that a sample lasts at least ``settings.min_sample_s``, and
+    the duration of the last sample taken at that ``number``."""
+    number = 1
+    while True:
+        elapsed = _sample(fn, number, sync)
+        if elapsed >= settings.min_sample_s:
+            return number, elapsed
+        # Aim 20% past the target so that the next loop clears it.
+        grow = settings.min_sample_s * 1.2 / max(elapsed, 1e-9)
+        number = max(number * 2, math.ceil(number * grow))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        number = 1
-        while True:
-            elapsed = _sample(fn, number, sync)
-            if elapsed >= settings.min_sample_s:
-                break
-            # Aim 20% past the target so that the next loop clears it.
-            grow = settings.min_sample_s * 1.2 / max(elapsed, 1e-9)
-            number = max(number * 2, math.ceil(number * grow))
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def time_callable(fn: Callable[[], Any], device: torch.device, settings: Settings = FULL) -> Timing:
+    """Median per-call time of ``fn`` (see the module docstring)."""
+    sync = synchronizer(device)
+    _warm_up(fn, sync, settings)
+    with _gc_paused():
+        number, elapsed = _calibrate(fn, sync, settings)
         samples = [elapsed]
         spent = elapsed
         while len(samples) < settings.max_repeats and (
@@ -362,11 +384,52 @@ def time_callable(fn: Callable[[], Any], device: torch.device, settings: Setting
             elapsed = _sample(fn, number, sync)
             samples.append(elapsed)
             spent += elapsed
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     per_call = [s / number for s in samples]
     return Timing(statistics.median(per_call), min(per_call), number, len(per_call))
+
+
+def time_interleaved(
+    fns: Sequence[tuple[Callable[[], Any], Callable[[], contextlib.AbstractContextManager]]],
+    device: torch.device,
+    settings: Settings = FULL,
+) -> tuple[list[Timing], list[list[float]]]:
+    """Time several callables in alternating rounds: each ``(fn, context)`` is warmed up and given its
+    own ``number`` (as ``time_callable`` does, inside ``context()``), then every round takes one
+    sample of each, in an order rotated by one from round to round, so that a slow drift of the
+    machine's speed (other tenants, clocks) reaches them all alike. Rounds go on until each callable
+    has ``min_repeats`` samples and the rounds used ``budget_s`` per callable, or ``max_repeats``
+    rounds. Returns each callable's ``Timing`` and its per-call time round by round (round ``r`` of
+    every list was taken in the same round), from which paired ratios follow."""
+    sync = synchronizer(device)
+    for fn, context in fns:
+        with context():
+            _warm_up(fn, sync, settings)
+    numbers = []
+    with _gc_paused():
+        for fn, context in fns:
+            with context():
+                numbers.append(_calibrate(fn, sync, settings)[0])
+        per_call: list[list[float]] = [[] for _ in fns]
+        spent = 0.0
+        rounds = 0
+        while rounds < settings.max_repeats and (rounds < settings.min_repeats or spent < settings.budget_s * len(fns)):
+            for j in range(len(fns)):
+                i = (rounds + j) % len(fns)
+                fn, context = fns[i]
+                with context():
+                    elapsed = _sample(fn, numbers[i], sync)
+                per_call[i].append(elapsed / numbers[i])
+                spent += elapsed
+            rounds += 1
+    timings = [Timing(statistics.median(t), min(t), n, len(t)) for t, n in zip(per_call, numbers, strict=True)]
+    return timings, per_call
+
+
+def paired_speedup(base: Sequence[float], times: Sequence[float]) -> tuple[float, float, float]:
+    """Median, min and max over rounds of ``base[r] / times[r]`` (per-call times from the same rounds
+    of ``time_interleaved``)."""
+    ratios = [b / t for b, t in zip(base, times, strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -511,13 +574,20 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass
 class Runner:
-    """Measures cases into records. ``select`` filters rows by ``family/case/shape/backend``."""
+    """Measures cases into records. ``select`` filters rows by ``family/case/shape/backend``.
+
+    With ``interleave``, a case's implementations are set up together and timed in alternating
+    rounds (``time_interleaved``) instead of one after another, and each ``speedup`` is the median
+    of the per-round ratios (``speedup_min`` and ``speedup_max`` give their extremes): steadier on a
+    machine whose speed drifts with other tenants' work. It costs memory: every implementation's
+    buffers are live at once."""
 
     settings: Settings = FULL
     select: Sequence[str] | None = None
     meta: dict[str, Any] | None = None
     log: Callable[[str], None] | None = None
     measure_memory: bool = True
+    interleave: bool = False  # time a case's implementations in alternating rounds (time_interleaved)
     notes: list[str] = field(default_factory=list)
     _copy_times: dict[tuple[str, int], tuple[Timing, int | None]] = field(default_factory=dict)
 
@@ -541,12 +611,16 @@ class Runner:
             self._copy_times[key] = (timing, mem)
         return self._copy_times[key]
 
+    def _log_timing(self, case: Case, name: str, timing: Timing) -> None:
+        if self.log:
+            self.log(f"{row_id(case, name)}: {timing.median_s * 1e6:.1f} us")
+
     def measure_case(self, case: Case) -> list[dict[str, Any]]:
         names = self.selected(case)
         if not names:
             return []
         inputs = case.make_inputs()
-        measured: dict[str, tuple[Impl | None, Timing, int | None]] = {}
+        impls = []
         for impl in case.impls:
             if impl.name not in names:
                 continue
@@ -554,14 +628,32 @@ class Runner:
             if reason is not None:
                 self._note(f"{impl.name} skipped on {case.device.type}: {reason}")
                 continue
-            fn = impl.setup(inputs)
-            with backend_context(impl):
-                timing = time_callable(fn, case.device, self.settings)
-                mem = peak_memory(fn, case.device) if self.measure_memory else None
-            del fn
-            measured[impl.name] = (impl, timing, mem)
-            if self.log:
-                self.log(f"{row_id(case, impl.name)}: {timing.median_s * 1e6:.1f} us")
+            impls.append(impl)
+        measured: dict[str, tuple[Impl | None, Timing, int | None]] = {}
+        rounds: dict[str, list[float]] = {}
+        if self.interleave and len(impls) > 1:
+            fns = [impl.setup(inputs) for impl in impls]
+            timings, per_round = time_interleaved(
+                [(fn, lambda impl=impl: backend_context(impl)) for fn, impl in zip(fns, impls, strict=True)],
+                case.device,
+                self.settings,
+            )
+            for impl, fn, timing, times in zip(impls, fns, timings, per_round, strict=True):
+                with backend_context(impl):
+                    mem = peak_memory(fn, case.device) if self.measure_memory else None
+                measured[impl.name] = (impl, timing, mem)
+                rounds[impl.name] = times
+                self._log_timing(case, impl.name, timing)
+            del fns
+        else:
+            for impl in impls:
+                fn = impl.setup(inputs)
+                with backend_context(impl):
+                    timing = time_callable(fn, case.device, self.settings)
+                    mem = peak_memory(fn, case.device) if self.measure_memory else None
+                del fn
+                measured[impl.name] = (impl, timing, mem)
+                self._log_timing(case, impl.name, timing)
         del inputs
         copy_timing, copy_mem = self._copy(case)
         if COPY in names:
@@ -569,6 +661,11 @@ class Runner:
         base = measured.get(case.baseline)
         records = []
         for name, (impl, timing, mem) in measured.items():
+            speedup = base[1].median_s / timing.median_s if base is not None else None
+            paired = None
+            if case.baseline in rounds and name in rounds:
+                paired = paired_speedup(rounds[case.baseline], rounds[name])
+                speedup = paired[0]
             records.append(
                 {
                     "family": case.family,
@@ -587,7 +684,7 @@ class Runner:
                     "bytes_moved": case.bytes_moved,
                     "bytes_per_s": case.bytes_moved / timing.median_s,
                     "baseline": case.baseline,
-                    "speedup": base[1].median_s / timing.median_s if base is not None else None,
+                    "speedup": speedup,
                     "copy_s": copy_timing.median_s,
                     "floor_fraction": copy_timing.median_s / timing.median_s,
                     "peak_mem_bytes": mem,
@@ -595,6 +692,10 @@ class Runner:
                     "meta": self.meta or {},
                 }
             )
+            if paired is not None:
+                # Interleaved: speedup is the median over rounds of the baseline's time in a round over
+                # this one's in the same round; these are the extremes of those per-round ratios.
+                records[-1]["speedup_min"], records[-1]["speedup_max"] = paired[1], paired[2]
             if case.flops and impl is not None and impl.kind == "backend":
                 # The count models the fused algorithm: a peer doing other work gets none.
                 records[-1]["flops"] = case.flops

@@ -128,6 +128,10 @@ LEGEND = (
     "floor: time of a device copy moving the case's bytes (inputs read + outputs written once) / time\n"
     "(1 = at the memory floor); peak mem: peak above the pre-call baseline during one call, outputs included."
 )
+LEGEND_INTERLEAVED = (
+    "--interleave: a case's implementations were timed in alternating rounds; vs ref is the median over\n"
+    "rounds of the baseline's time over the row's time in the same round (JSON: speedup_min, speedup_max)."
+)
 
 
 # --------------------------------------------------------------------------------------------------
