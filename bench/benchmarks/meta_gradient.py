@@ -57,7 +57,8 @@ class MetaGradient:
 
 
 class MetaGradientSpeedup:
-    """Speed-up over the case's baseline (autograd, torch.func), measured in one process."""
+    """Speed-up over the case's baseline (autograd, torch.func),
+    measured in one process, the two timed in alternating rounds (`harness.Runner(interleave=True)`)."""
 
     params = (CASES, DEVICES, IMPLS)
     param_names = ("case", "device", "impl")
@@ -68,7 +69,7 @@ class MetaGradientSpeedup:
         def build():
             case, found = _find(case_id, device, impl)
             case.impls = [i for i in case.impls if i.name in (case.baseline, found.name)]
-            runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
+            runner = harness.Runner(settings=harness.QUICK, measure_memory=False, interleave=True)
             return {r["backend"]: r for r in runner.measure_case(case)}[found.name]
 
         self.row = harness.keep_latest(("speedup", case_id, device, impl), build)

@@ -52,7 +52,8 @@ class RecurrentTraining:
 
 
 class RecurrentSpeedup:
-    """Speed-up over the gymnasium + plain torch loop (the case's baseline), measured in one process."""
+    """Speed-up over the gymnasium + plain torch loop (the case's baseline),
+    measured in one process, the two timed in alternating rounds (`harness.Runner(interleave=True)`)."""
 
     params = (CASES, ["cpp"])
     param_names = ("case", "impl")
@@ -63,7 +64,7 @@ class RecurrentSpeedup:
         def build():
             case, found = _find(case_id, impl)
             case.impls = [i for i in case.impls if i.name in (case.baseline, found.name)]
-            runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
+            runner = harness.Runner(settings=harness.QUICK, measure_memory=False, interleave=True)
             return {r["backend"]: r for r in runner.measure_case(case)}[found.name]
 
         self.row = harness.keep_latest(("speedup", case_id, impl), build)

@@ -92,7 +92,8 @@ class Returns(_Bench):
 
 
 class Ratios:
-    """Speed-up over the reference and fraction of the memory floor, measured in one process."""
+    """Speed-up over the reference and fraction of the memory floor,
+    measured in one process, the two timed in alternating rounds (`harness.Runner(interleave=True)`)."""
 
     params = (SHAPES, ["linear_scan.fwd", "linear_scan.fwd+bwd", "gae.fwd"], DEVICES, ["cpp", "cuda", "triton", "peer"])
     param_names = ("shape", "case", "device", "impl")
@@ -104,7 +105,7 @@ class Ratios:
             c = _case(case, shape, device)
             name = _impl(c, impl).name
             c.impls = [i for i in c.impls if i.name in (c.baseline, name)]
-            runner = harness.Runner(settings=harness.QUICK, measure_memory=False)
+            runner = harness.Runner(settings=harness.QUICK, measure_memory=False, interleave=True)
             return {r["backend"]: r for r in runner.measure_case(c)}[name]
 
         self.row = harness.keep_latest(("ratios", shape, case, device, impl), build)

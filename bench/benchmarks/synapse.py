@@ -55,7 +55,8 @@ class Synapse:
 
 
 class SynapseVsNaive:
-    """Speed-up over the naive loop and fraction of its peak memory, measured in one process."""
+    """Speed-up over the naive loop and fraction of its peak memory,
+    measured in one process, the two timed in alternating rounds (`harness.Runner(interleave=True)`)."""
 
     params = (CASES, DEVICES, [i for i in IMPLS if not i.startswith("naive")])
     param_names = ("case", "device", "impl")
@@ -67,7 +68,7 @@ class SynapseVsNaive:
             case, found = _find(case_id, device, impl)
             harness.find_runnable([case], case_id, case.baseline)  # the naive loop must run too
             case.impls = [i for i in case.impls if i.name in (case.baseline, found.name)]
-            runner = harness.Runner(settings=harness.QUICK)
+            runner = harness.Runner(settings=harness.QUICK, interleave=True)
             rows = {r["backend"]: r for r in runner.measure_case(case)}
             return rows[found.name], rows[case.baseline]
 
