@@ -248,13 +248,14 @@ inline int env_threads(const DriverConfig& cfg) {
 }
 
 // body(f, bk, cfg, i) for every environment i, OpenMP over the batch in chunks of kEnvChunk
-// environments (each thread runs its own contiguous range of chunks, then takes chunks a slower
-// thread has not reached: common/work_claims.h; Krazy World, B=8192, on the 2-core shared VM: a
-// median of 56.1 M steps/s over 13 runs against 47.1 for schedule(static), runs alternating). Each thread works on its own copies of the structs
-// (a few hundred bytes of pointers and sizes): the byte stores of a step may alias anything
-// reachable through a reference, and would force a reload of every member after each of them. With
-// the step and the hot observation inlined into this one loop, a Krazy World step took 10-15% less
-// time (29.0 -> 26.2 ns per env-step on one Zen 4 core, through the binding).
+// environments: each thread runs its own contiguous range of chunks, then takes chunks a slower
+// thread has not reached (common/work_claims.h; Krazy World, B=8192, on the 2-core shared VM: a
+// median of 56.1 M steps/s over 13 runs against 47.1 for schedule(static), runs alternating).
+// Each thread works on its own copies of the structs (a few hundred bytes of pointers and sizes):
+// the byte stores of a step may alias anything reachable through a reference, and would force a
+// reload of every member after each of them. With the step and the hot observation inlined into
+// this one loop, a Krazy World step took 10-15% less time (29.0 -> 26.2 ns per env-step on one
+// Zen 4 core, through the binding).
 constexpr int64_t kEnvChunk = 256;
 
 template <typename Family, typename Body>

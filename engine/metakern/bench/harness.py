@@ -632,6 +632,8 @@ class Runner:
         measured: dict[str, tuple[Impl | None, Timing, int | None]] = {}
         rounds: dict[str, list[float]] = {}
         if self.interleave and len(impls) > 1:
+            if self.log:
+                self.log(f"{case.id}: {len(impls)} implementations in alternating rounds")
             fns = [impl.setup(inputs) for impl in impls]
             timings, per_round = time_interleaved(
                 [(fn, lambda impl=impl: backend_context(impl)) for fn, impl in zip(fns, impls, strict=True)],
