@@ -8,6 +8,7 @@ that the others take over part of their ranges; every item must still be run exa
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 
@@ -31,14 +32,23 @@ def threads(n: int):
         torch.set_num_threads(saved)
 
 
+_SPIN = """
+import os, sys
+try:
+    os.sched_setaffinity(0, {int(sys.argv[1])})
+except (AttributeError, OSError):
+    pass
+while True:
+    pass
+"""
+
+
 @contextlib.contextmanager
 def busy_core():
-    """A process spinning on one core (or anywhere, where taskset is missing) for the block's duration."""
-    spin = [sys.executable, "-c", "while True: pass"]
-    try:
-        proc = subprocess.Popen(["taskset", "-c", "0", *spin], stderr=subprocess.DEVNULL)
-    except OSError:
-        proc = subprocess.Popen(spin)
+    """A process spinning on one of this process's cores for the block's duration (on any core
+    where the affinity cannot be set)."""
+    cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    proc = subprocess.Popen([sys.executable, "-c", _SPIN, str(cpu)])
     try:
         yield
     finally:
