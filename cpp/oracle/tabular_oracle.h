@@ -8,7 +8,7 @@
 // I - gamma P_pi is strictly row diagonally dominant for gamma < 1, so its LU factorisation needs
 // no pivoting: every task runs the same instructions, and the kernel processes tasks in SIMD
 // lanes (8 doubles per vector), structure-of-arrays, one group of 8 tasks per OpenMP work item
-// (static schedule; results do not depend on the thread count).
+// (static ranges with stealing, common/work_claims.h; results do not depend on the thread count).
 // Cost per task: (K+1) (S^3/3 + 2 S^2 A + 2 S^2) + K (2 S^2 A + 2 S^2) multiply-adds (44k at S=20,
 // A=5, K=3) and (K+1) S A exponentials.
 // Two implementations: a fixed-size AVX-512 kernel for the sizes it is instantiated for (S=20, A=5,

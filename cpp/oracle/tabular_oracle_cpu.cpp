@@ -408,6 +408,18 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // kept: gathering the next group's P tile by tile inside this group's passes, into a second buffer
 // (8-12% slower: the transposes do not fit in the passes' idle slots); prefetching two groups
 // ahead, or with other locality hints; 2 MiB pages for the workspace (all within the noise).
+// What the phases cost, from removing one at a time (one thread, the two builds timed in
+// alternating rounds, 2026-11-22; the results are then wrong, only the times matter): the P gather
+// 11% at B=1024; the 3 HVP passes 16%, and dropping one of their two products (6k multiply-adds)
+// changes nothing, so they are bound by moving P from L2 (~2.5 cycles per 64-byte line, where a
+// plain stream of 125 KiB takes ~2), not by arithmetic; all 4 LU eliminations (10k multiply-adds)
+// ~10%; the 400 exponentials ~6%. Tried then, none kept: the V and d solves of an evaluation
+// interleaved in one function (10% slower: 40 unknowns spill); step 0 prefetching the next state's
+// slab of P into L1 (4% slower); every other HVP pass running over the states backwards, to start
+// on the slabs the last pass left in L1 (no change); the gather's last transpose round done by
+// 256-bit loads and inserts (16 shuffles per 8x8 block instead of 24: 1% faster with P in cache, 5%
+// slower at B=1024). 8 passes over P (one per evaluation, one per HVP, one for step 0's factors)
+// are the fewest this order of work allows.
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
 
