@@ -418,8 +418,8 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // slab of P into L1 (4% slower); every other HVP pass running over the states backwards, to start
 // on the slabs the last pass left in L1 (no change); the gather's last transpose round done by
 // 256-bit loads and inserts (16 shuffles per 8x8 block instead of 24: 1% faster with P in cache, 5%
-// slower at B=1024). 8 passes over P (one per evaluation, one per HVP, one for step 0's factors)
-// are the fewest this order of work allows.
+// slower at B=1024); -mtune=znver4 (no change). 8 passes over P (one per evaluation, one per HVP,
+// one for step 0's factors) are the fewest this order of work allows.
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
 
@@ -550,9 +550,10 @@ struct Fixed {
     for (int a = 0; a < A; ++a) q[a] = acc[a];
   }
 
-  // Row s of I - gamma P_pi (and r_pi[s]) from pi(s, :), eliminated in registers by the finished rows
-  // k < s of the Crout factors, then stored once (L's part as is, U's scaled by 1 / L[s][s]). With kQ, the next state's q_part (slab Pq) is
-  // computed alongside the row, so that streaming that slab from L2 overlaps this state's work.
+  // Row s of I - gamma P_pi (and r_pi[s]) from pi(s, :), eliminated in registers by the finished
+  // rows k < s of the Crout factors, then stored once (L's part as is, U's scaled by 1 / L[s][s]). With kQ, the
+  // next state's q_part (slab Pq) is computed alongside the row, so that streaming that slab from L2
+  // overlaps this state's work.
   template <bool kQ>
   static MK_INLINE void form_and_eliminate(int s, const v8* __restrict pi, const v8* Ps, const v8* __restrict Rs,
                                            double gamma, v8* __restrict lu, v8* __restrict rinv,
