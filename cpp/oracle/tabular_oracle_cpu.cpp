@@ -416,11 +416,11 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // ~10%; the 400 exponentials ~6%. Tried then, none kept: the V and d solves of an evaluation
 // interleaved in one function (10% slower: 40 unknowns spill); step 0 prefetching the next state's
 // slab of P into L1, all at once or spread over the row's loop (1-4% slower); every other HVP pass
-// running over the states backwards, to start on the slabs the last pass left in L1 (no change);
-// the gather's last transpose round done by 256-bit loads and inserts (16 shuffles per 8x8 block
-// instead of 24: 1% faster with P in cache, 5% slower at B=1024); -mtune=znver4 (no change). 8
-// passes over P (one per evaluation, one per HVP, one for step 0's factors) are the fewest this
-// order of work allows.
+// running over the states backwards, to start on the slabs the last pass left in L1, or prefetching
+// the next slab into L1 (no change); the gather's last transpose round done by 256-bit loads and
+// inserts (16 shuffles per 8x8 block instead of 24: 1% faster with P in cache, 5% slower at
+// B=1024); -mtune=znver4 (no change). 8 passes over P (one per evaluation, one per HVP, one for
+// step 0's factors) are the fewest this order of work allows.
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
 
