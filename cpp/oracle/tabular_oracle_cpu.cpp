@@ -402,12 +402,12 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // nothing measurable. Groups are shared by static ranges with stealing (work_claims.h): on a quiet
 // machine as fast as schedule(static), and on this shared VM faster (B=1024: median 2.27 vs 2.37 ms
 // over 6 alternating process pairs; 2.85-3.06 vs 3.91-6.19 ms with a process busy half of the time
-// on one of the two cores). At
-// B=1024 a group takes about 10% longer than when its inputs sit in L2 (sources cycled over two
-// groups), and the prefetch of the next group wins back only a few %. Tried against that, none
-// kept: gathering the next group's P tile by tile inside this group's passes, into a second buffer
-// (8-12% slower: the transposes do not fit in the passes' idle slots); prefetching two groups
-// ahead, or with other locality hints; 2 MiB pages for the workspace (all within the noise).
+// on one of the two cores). At B=1024 a group takes about 10% longer than when its inputs sit in
+// L2 (sources cycled over two groups), and the prefetch of the next group wins back only a few %.
+// Tried against that, none kept: gathering the next group's P tile by tile inside this group's
+// passes, into a second buffer (8-12% slower: the transposes do not fit in the passes' idle slots);
+// prefetching two groups ahead, or with other locality hints; 2 MiB pages for the workspace (all
+// within the noise).
 // What the phases cost, from removing one at a time (one thread, the two builds timed in
 // alternating rounds, 2026-11-22; the results are then wrong, only the times matter): the P gather
 // 11% at B=1024; the 3 HVP passes 16%, and dropping one of their two products (6k multiply-adds)
@@ -552,9 +552,9 @@ struct Fixed {
   }
 
   // Row s of I - gamma P_pi (and r_pi[s]) from pi(s, :), eliminated in registers by the finished
-  // rows k < s of the Crout factors, then stored once (L's part as is, U's scaled by 1 / L[s][s]). With kQ, the
-  // next state's q_part (slab Pq) is computed alongside the row, so that streaming that slab from L2
-  // overlaps this state's work.
+  // rows k < s of the Crout factors, then stored once (L's part as is, U's scaled by 1 / L[s][s]).
+  // With kQ, the next state's q_part (slab Pq) is computed alongside the row, so that streaming that
+  // slab from L2 overlaps this state's work.
   template <bool kQ>
   static MK_INLINE void form_and_eliminate(int s, const v8* __restrict pi, const v8* Ps, const v8* __restrict Rs,
                                            double gamma, v8* __restrict lu, v8* __restrict rinv,
