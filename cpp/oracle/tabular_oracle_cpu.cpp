@@ -421,6 +421,17 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // inserts (16 shuffles per 8x8 block instead of 24: 1% faster with P in cache, 5% slower at
 // B=1024); -mtune=znver4 (no change). 8 passes over P (one per evaluation, one per HVP, one for
 // step 0's factors) are the fewest this order of work allows.
+// Where the rest goes (one thread, B=1024, rdtsc per phase, 2026-11-22): with P's slabs made
+// L1-resident (results wrong, timing only) the forward passes get 2% faster and the HVP passes 8%,
+// so streaming P is not what bounds the forward passes: a state that forms a row issues about 440
+// operations to the multiply-add pipes (200 on P, ~124 eliminating, ~55 in 5 exponentials) in ~450
+// TSC ticks (~620 core cycles). The reverse pass's solves take ~1.5x an evaluation's (640 against
+// 420 ticks): their factors (400 lines) come back from L2, where the evaluation's were just written.
+// Tried then, none kept: 4 tasks per vector (256-bit, AVX-512VL: half the working set, so the L1
+// holds a row's slabs and the factors; 1.5-2.3% slower per task, the serial chains are as long);
+// prefetching the slab after next into L1 in the forward passes (10% slower at either width); the
+// next state's softmax moved between a row's formation and its elimination, or step 0's softmaxes
+// all computed first (2-5% slower); row-oriented triangular solves (no change).
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
 
