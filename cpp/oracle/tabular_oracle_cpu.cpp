@@ -431,7 +431,9 @@ MK_INLINE void run_group(Workspace& ws, const double* P, const double* R, const 
 // holds a row's slabs and the factors; 1.5-2.3% slower per task, the serial chains are as long);
 // prefetching the slab after next into L1 in the forward passes (10% slower at either width); the
 // next state's softmax moved between a row's formation and its elimination, or step 0's softmaxes
-// all computed first (2-5% slower); row-oriented triangular solves (no change).
+// all computed first (2-5% slower); row-oriented triangular solves (no change); gathering P two
+// states at a time inside step 0's factorisation, again (5-8% slower); the gather's transpose by
+// unpacks and immediate 128-bit lane shuffles, without index vectors (no change).
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
 
